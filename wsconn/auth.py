@@ -1,0 +1,187 @@
+"""Credentials and region from the botocore chain, and SigV4 signing of one request.
+
+Credentials resolve exactly as the AWS CLI resolves them (environment, --profile / AWS_PROFILE with
+credential_process, SSO and assume-role, config files, container and instance metadata), because
+botocore's own session does it. Signing is our own small SigV4 for `execute-api`: it signs the path
+exactly as it goes on the wire and caches the derived key for the day, so a signature costs two HMACs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from wsconn.errors import ConfigError
+
+if TYPE_CHECKING:
+    import botocore.session
+
+SERVICE = "execute-api"
+ALGORITHM = "AWS4-HMAC-SHA256"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """One set of keys. Its repr never shows the secret key or the token."""
+
+    access_key: str
+    secret_key: str
+    token: str | None
+    source: str  # botocore's method: env, shared-credentials-file, custom-process, sso, assume-role...
+
+    def __repr__(self) -> str:
+        token = ", token=<redacted>" if self.token else ""
+        return f"Credentials(access_key={self.access_key!r}, source={self.source!r}{token})"
+
+
+class AwsConfig:
+    """The botocore session for one profile, created on first use (importing botocore costs ~0.15 s)."""
+
+    def __init__(self, profile: str | None) -> None:
+        self.profile = profile
+        self._session: botocore.session.Session | None = None
+
+    def _botocore(self) -> botocore.session.Session:
+        if self._session is None:
+            import botocore.session
+
+            self._session = botocore.session.Session(profile=self.profile)
+        return self._session
+
+    def configured_region(self) -> str | None:
+        """AWS_REGION, else botocore's region (AWS_DEFAULT_REGION, then the profile's `region`)."""
+        if os.environ.get("AWS_REGION"):
+            return os.environ["AWS_REGION"]
+        with _config_errors():
+            region = self._botocore().get_config_variable("region")
+        return str(region) if region else None
+
+    def ca_bundle(self) -> str | None:
+        """AWS_CA_BUNDLE or the profile's `ca_bundle`."""
+        with _config_errors():
+            bundle = self._botocore().get_config_variable("ca_bundle")
+        return str(bundle) if bundle else None
+
+    def credentials(self) -> Credentials:
+        """Resolve the credential chain once; raise ConfigError with the reason when it fails."""
+        with _config_errors():
+            found = self._botocore().get_credentials()
+            if found is None:
+                raise ConfigError(
+                    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                    "pass --profile NAME, or run `aws configure` / `aws sso login`"
+                )
+            frozen = found.get_frozen_credentials()
+        if not frozen.access_key or not frozen.secret_key:
+            raise ConfigError("the AWS credentials found are incomplete (no access key or secret)")
+        return Credentials(
+            frozen.access_key, frozen.secret_key, frozen.token or None, str(found.method)
+        )
+
+
+class _config_errors:
+    """Turn botocore's configuration and credential failures into one-line ConfigErrors."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, ConfigError):
+            return False
+        import botocore.exceptions
+
+        if isinstance(exc, botocore.exceptions.ProfileNotFound):
+            raise ConfigError(
+                f"{exc} (profiles are read from {os.environ.get('AWS_CONFIG_FILE', '~/.aws/config')} "
+                f"and {os.environ.get('AWS_SHARED_CREDENTIALS_FILE', '~/.aws/credentials')})"
+            ) from None
+        if isinstance(exc, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError):
+            raise ConfigError(f"could not load AWS credentials or config: {exc}") from None
+        return False
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+
+
+def canonical_uri(wire_path: str) -> str:
+    """The path as sent, percent-encoded once more (SigV4 for every service but S3)."""
+    return quote(wire_path or "/", safe="/~")
+
+
+class Signer:
+    """SigV4 for one set of credentials, one region, service execute-api.
+
+    The signing key depends only on the secret, the date, the region and the service, so it is
+    derived once per UTC day instead of four HMACs per request.
+    """
+
+    def __init__(self, credentials: Credentials, region: str, service: str = SERVICE) -> None:
+        self.credentials = credentials
+        self.region = region
+        self.service = service
+        self._key_date = ""
+        self._key = b""
+
+    def _signing_key(self, date: str) -> bytes:
+        if date != self._key_date:
+            key = _hmac(("AWS4" + self.credentials.secret_key).encode("utf-8"), date)
+            key = _hmac(key, self.region)
+            key = _hmac(key, self.service)
+            self._key = _hmac(key, "aws4_request")
+            self._key_date = date
+        return self._key
+
+    def sign(
+        self,
+        method: str,
+        host: str,
+        wire_path: str,
+        body: bytes,
+        now: datetime | None = None,
+    ) -> SignedHeaders:
+        """The headers to add to a request whose Host header is `host` and path is `wire_path`."""
+        moment = now or datetime.now(timezone.utc)
+        amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
+        date = amz_date[:8]
+        headers = {"host": host, "x-amz-date": amz_date}
+        if self.credentials.token:
+            headers["x-amz-security-token"] = self.credentials.token
+        signed_names = ";".join(headers)  # already sorted: host < x-amz-date < x-amz-security-token
+        canonical_request = "\n".join(
+            (
+                method,
+                canonical_uri(wire_path),
+                "",  # no query string on @connections
+                "".join(f"{name}:{value.strip()}\n" for name, value in headers.items()),
+                signed_names,
+                hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256,
+            )
+        )
+        scope = f"{date}/{self.region}/{self.service}/aws4_request"
+        string_to_sign = "\n".join(
+            (ALGORITHM, amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest())
+        )
+        signature = hmac.new(
+            self._signing_key(date), string_to_sign.encode(), hashlib.sha256
+        ).hexdigest()
+        headers["authorization"] = (
+            f"{ALGORITHM} Credential={self.credentials.access_key}/{scope}, "
+            f"SignedHeaders={signed_names}, Signature={signature}"
+        )
+        return SignedHeaders(headers, canonical_request, string_to_sign)
+
+
+@dataclass(frozen=True)
+class SignedHeaders:
+    """The headers to send, and what was signed (for -v and for explaining a mismatch)."""
+
+    headers: dict[str, str]
+    canonical_request: str
+    string_to_sign: str

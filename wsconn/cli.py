@@ -1,0 +1,285 @@
+"""The Click group and commands: parse, call the layer below, hand the result to render.
+
+Only click and wsconn.errors are imported at module level: `wsconn --help` and shell completion
+must not pay for botocore, requests, rich or aiohttp.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from wsconn import __version__
+from wsconn.errors import ExitCode, WsconnError, exit_code_table
+
+if TYPE_CHECKING:
+    from wsconn.client import ManagementClient
+    from wsconn.render import Output
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+EXIT_EPILOG = "\n\b\nExit codes:\n" + exit_code_table()
+EPILOG = (
+    "\b\nExamples:\n"
+    "  wsconn send --endpoint https://abc123.execute-api.us-east-1.amazonaws.com/prod \\\n"
+    "      R0oXAdfD0kwCH6w= 'hello'\n"
+    "  wsconn status https://abc123.execute-api.us-east-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w=\n"
+    "  wsconn disconnect --api-id abc123 --stage prod --region eu-west-1 R0oXAdfD0kwCH6w=\n"
+    "  wsconn demo          # try it all against a local gateway, no AWS account needed\n"
+    "\n\b\nEndpoint, in this order: a connection URL as CONNECTION_ID; --endpoint URL;\n"
+    "--api-id + --stage; WSCONN_ENDPOINT, AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI, AWS_ENDPOINT_URL.\n"
+    + EXIT_EPILOG
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options every command shares; given before or after the subcommand."""
+
+    endpoint: str | None = None
+    api_id: str | None = None
+    stage: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    output: str = "auto"
+    timeout: float = 10.0
+    retries: int = 3
+    ca_bundle: str | None = None
+    verbose: int = 0
+    debug: bool = False
+
+    def merged(self, values: dict[str, Any]) -> Options:
+        """These options overridden by the ones given (not None, not 0) in `values`."""
+        names = {f.name for f in fields(self)}
+        given = {k: v for k, v in values.items() if k in names and v is not None}
+        given["verbose"] = self.verbose + (values.get("verbose") or 0)
+        return replace(self, **given)
+
+
+_SHARED_OPTIONS = [
+    click.option(
+        "--endpoint",
+        "--endpoint-url",
+        "endpoint",
+        metavar="URL",
+        help="Management endpoint URL: https://, http://, or the clients' wss:// or ws://.",
+    ),
+    click.option("--api-id", metavar="ID", help="API id; use with --stage (and --region)."),
+    click.option("--stage", metavar="NAME", help="Stage name, e.g. prod or $default."),
+    click.option("--region", metavar="REGION", help="AWS region (default: from the host or profile)."),
+    click.option("--profile", metavar="NAME", help="AWS profile from ~/.aws/config (as the AWS CLI)."),
+    click.option(
+        "-o",
+        "--output",
+        type=click.Choice(["auto", "text", "json"]),
+        help="auto: rich on a terminal, text when piped; json: one object on stdout.",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="SECONDS",
+        help="Connect and read timeout per attempt [default: 10].",
+    ),
+    click.option(
+        "--retries",
+        type=click.IntRange(min=0, max=10),
+        metavar="N",
+        help="Retries for 429, 5xx and connection errors [default: 3].",
+    ),
+    click.option(
+        "--ca-bundle",
+        metavar="PATH",
+        help="CA certificates to verify TLS with (default: AWS_CA_BUNDLE, then the system's).",
+    ),
+    click.option(
+        "-v", "--verbose", count=True, help="Show the request and response on stderr (-vv: signing)."
+    ),
+    click.option("--debug", is_flag=True, default=None, help="Show tracebacks for internal errors."),
+]
+
+
+def shared_options(command: F) -> F:
+    for option in reversed(_SHARED_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _options(ctx: click.Context, values: dict[str, Any]) -> Options:
+    parent: Options = ctx.find_object(Options) or Options()
+    return parent.merged(values)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
+@click.version_option(__version__, "--version", prog_name="wsconn")
+@shared_options
+@click.pass_context
+def cli(ctx: click.Context, **values: Any) -> None:
+    """Send to, inspect and disconnect Amazon API Gateway WebSocket connections.
+
+    Each call is signed with AWS SigV4 using the same credentials the AWS CLI would use.
+    """
+    ctx.obj = Options().merged(values)
+
+
+@cli.command(epilog=EXIT_EPILOG)
+@click.argument("connection")
+@click.argument("message", required=False)
+@click.option(
+    "-d",
+    "--data",
+    metavar="TEXT|@FILE|@-",
+    help="The message: TEXT, @FILE (bytes as they are), or @- for stdin.",
+)
+@shared_options
+@click.pass_context
+def send(ctx: click.Context, connection: str, message: str | None, data: str | None, **values: Any) -> None:
+    """Send MESSAGE to one connection (POST @connections/{id}).
+
+    CONNECTION is a connection id or a whole connection URL. The message is MESSAGE, -d TEXT,
+    -d @FILE, -d @-, or standard input when piped: exactly those bytes, at most 131072.
+
+    \b
+    Examples:
+      wsconn send --endpoint https://abc123.execute-api.us-east-1.amazonaws.com/prod R0oXAdfD0kwCH6w= hi
+      echo '{"type":"ping"}' | wsconn send R0oXAdfD0kwCH6w=
+      wsconn send -d @image.png https://abc123.execute-api.eu-west-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w=
+    """
+    from wsconn.message import read_message
+
+    opts = _options(ctx, values)
+    out = _output(opts)
+    try:
+        payload = read_message(message, data)
+    except WsconnError as error:
+        out.failed(error, None)
+        raise
+    out.sent(_call(opts, out, connection, lambda client, cid: client.post_to_connection(cid, payload)))
+
+
+@cli.command(epilog=EXIT_EPILOG)
+@click.argument("connection")
+@shared_options
+@click.pass_context
+def status(ctx: click.Context, connection: str, **values: Any) -> None:
+    """Show one connection's state (GET @connections/{id}).
+
+    Connected at, last active, idle time, source IP, user agent, and the time left until the
+    10-minute idle timeout and the 2-hour limit. Exit 3 if it is gone.
+
+    \b
+    Examples:
+      wsconn status --endpoint wss://abc123.execute-api.us-east-1.amazonaws.com/prod R0oXAdfD0kwCH6w=
+      wsconn status -o json "$CALLBACK_URL/@connections/$ID" | jq .lastActiveAt
+    """
+    opts = _options(ctx, values)
+    out = _output(opts)
+    out.status(_call(opts, out, connection, lambda client, cid: client.get_connection(cid)))
+
+
+@cli.command(epilog=EXIT_EPILOG)
+@click.argument("connection")
+@shared_options
+@click.pass_context
+def disconnect(ctx: click.Context, connection: str, **values: Any) -> None:
+    """Disconnect one client (DELETE @connections/{id}).
+
+    \b
+    Examples:
+      wsconn disconnect --api-id abc123 --stage prod --region us-east-1 R0oXAdfD0kwCH6w=
+      wsconn disconnect "$(cat stuck-connection-url.txt)" && echo closed
+    """
+    opts = _options(ctx, values)
+    out = _output(opts)
+    out.disconnected(_call(opts, out, connection, lambda client, cid: client.delete_connection(cid)))
+
+
+def _output(opts: Options) -> Output:
+    from wsconn.render import Output
+
+    return Output(opts.output, opts.verbose)
+
+
+def _call(
+    opts: Options, out: Output, connection: str, call: Callable[[ManagementClient, str], T]
+) -> T:
+    """Resolve the target and credentials, make one call; report a failure in the output mode."""
+    from wsconn.auth import AwsConfig
+    from wsconn.client import open_client
+    from wsconn.endpoint import resolve_target
+
+    connection_id: str | None = None
+    try:
+        config = AwsConfig(opts.profile)
+        target = resolve_target(
+            connection,
+            endpoint=opts.endpoint,
+            api_id=opts.api_id,
+            stage=opts.stage,
+            region=lambda: opts.region or config.configured_region(),
+            environ=os.environ,
+        )
+        connection_id = target.connection_id
+        client = open_client(
+            target.endpoint,
+            config,
+            region=opts.region,
+            timeout=opts.timeout,
+            retries=opts.retries,
+            ca_bundle=opts.ca_bundle,
+            tracer=out.tracer(),
+        )
+        try:
+            return call(client, target.connection_id)
+        finally:
+            client.close()
+    except WsconnError as error:
+        out.failed(error, connection_id)
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: Click's parsing, our exit codes, never a traceback for a user."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or bool(os.environ.get("WSCONN_DEBUG"))
+    try:
+        cli.main(args=args, prog_name="wsconn", standalone_mode=False)
+    except WsconnError as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:  # usage errors: Click's own message, exit 2
+        error.show()
+        sys.exit(error.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("wsconn: interrupted", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more can be written; exit quietly.
+        _silence_stdout()
+        sys.exit(ExitCode.OK)
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"wsconn: internal error: {type(exc).__name__}: {exc}. This is a bug in wsconn "
+            f"{__version__}; please report it"
+            + ("" if debug else " with the output of the same command run with --debug"),
+            err=True,
+        )
+        sys.exit(ExitCode.INTERNAL)
+    sys.exit(ExitCode.OK)
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -1,0 +1,375 @@
+"""The @connections calls over one requests.Session: post / get / delete -> typed results.
+
+Every HTTP status and transport failure becomes a wsconn error here, once. Requests are built by
+hand and sent with `Session.send`, so the URL we signed is the URL on the wire: nothing re-quotes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from wsconn import __version__
+from wsconn.auth import AwsConfig, Signer
+from wsconn.endpoint import Endpoint
+from wsconn.message import MAX_PAYLOAD
+from wsconn.errors import (
+    ConfigError,
+    ClientError,
+    ConnectionGone,
+    Forbidden,
+    NetworkError,
+    PayloadTooLarge,
+    ServerError,
+    Throttled,
+    WsconnError,
+)
+
+USER_AGENT = f"wsconn/{__version__}"
+BACKOFF_BASE = 0.25  # seconds; full jitter over base * 2**attempt
+BACKOFF_CAP = 8.0
+RETRY_AFTER_CAP = 20.0  # a throttled id still gives up well under a minute with 3 retries
+
+
+class Tracer(Protocol):
+    """What -v shows. Implemented by the renderer; the client only reports."""
+
+    def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> None: ...
+
+    def signing(self, canonical_request: str, string_to_sign: str) -> None: ...
+
+    def response(
+        self, status: int, reason: str, headers: Mapping[str, str], body: bytes, ms: float
+    ) -> None: ...
+
+    def retry(self, attempt: int, delay: float, why: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Result:
+    """A call that succeeded."""
+
+    connection_id: str
+    outcome: str  # sent / disconnected / connected
+    http_status: int
+    attempts: int
+    latency_ms: float
+    bytes_sent: int = 0
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """GetConnection's answer, with the service's clock for computing ages."""
+
+    result: Result
+    connected_at: datetime
+    last_active_at: datetime
+    source_ip: str
+    user_agent: str
+    fields: dict[str, object] = field(default_factory=dict)  # the service's JSON, as sent
+    server_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    reason: str
+    headers: CaseInsensitiveDict[str]
+    body: bytes
+
+
+class ManagementClient:
+    """Signed calls to one endpoint's @connections API, with retries."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        signer: Signer,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        verify: bool | str = True,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.signer = signer
+        self.timeout = timeout
+        self.retries = retries
+        self.tracer = tracer
+        self.session = requests.Session()
+        # Proxies and CA settings from the environment, resolved once instead of per request.
+        settings = self.session.merge_environment_settings(endpoint.url, {}, None, verify, None)
+        self._proxies: dict[str, str] = settings["proxies"]
+        self._verify: bool | str = settings["verify"]
+
+    def close(self) -> None:
+        self.session.close()
+
+    def post_to_connection(self, connection_id: str, data: bytes) -> Result:
+        """POST: deliver `data` to the client. Raises a WsconnError subclass on failure."""
+        if len(data) > MAX_PAYLOAD:
+            raise PayloadTooLarge(
+                f"message is {len(data)} bytes; the limit is {MAX_PAYLOAD} (128 KiB)"
+            )
+        response, attempts, ms = self._call("POST", connection_id, data)
+        return Result(connection_id, "sent", response.status, attempts, ms, len(data))
+
+    def get_connection(self, connection_id: str) -> ConnectionInfo:
+        """GET: the connection's timestamps and identity."""
+        response, attempts, ms = self._call("GET", connection_id, b"")
+        try:
+            fields = json.loads(response.body)
+            identity = fields.get("identity") or {}
+            connected_at = _parse_time(fields["connectedAt"])
+            last_active_at = _parse_time(fields.get("lastActiveAt") or fields["connectedAt"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ServerError(
+                f"unexpected GetConnection answer ({exc}): {response.body[:200]!r}",
+                http_status=response.status,
+            ) from None
+        return ConnectionInfo(
+            Result(connection_id, "connected", response.status, attempts, ms),
+            connected_at,
+            last_active_at,
+            str(identity.get("sourceIp", "")),
+            str(identity.get("userAgent", "")),
+            fields,
+            _server_time(response.headers),
+        )
+
+    def delete_connection(self, connection_id: str) -> Result:
+        """DELETE: disconnect the client."""
+        response, attempts, ms = self._call("DELETE", connection_id, b"")
+        return Result(connection_id, "disconnected", response.status, attempts, ms)
+
+    def _call(self, method: str, connection_id: str, body: bytes) -> tuple[_Response, int, float]:
+        """Send with retries (429, 5xx, connection errors); map the final answer to an error."""
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                response = self._send_once(method, connection_id, body)
+            except WsconnError as error:
+                if not isinstance(error, NetworkError) or error.error_type == "tls":
+                    raise self._finish(error, attempt, started) from None
+                final: WsconnError = error
+                why = str(error.message)
+            else:
+                if 200 <= response.status < 300:
+                    return response, attempt, _ms_since(started)
+                final = _error_for(response, connection_id, method, len(body), attempt)
+                if not (response.status == 429 or response.status >= 500):
+                    raise self._finish(final, attempt, started)
+                why = f"{response.status} {final.error_type or response.reason}"
+                retry_after = _retry_after(response.headers)
+            if attempt > self.retries:
+                raise self._finish(final, attempt, started)
+            delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+            if retry_after is not None:
+                delay = min(max(delay, retry_after), RETRY_AFTER_CAP)
+            if self.tracer:
+                self.tracer.retry(attempt, delay, why)
+            time.sleep(delay)
+
+    @staticmethod
+    def _finish(error: WsconnError, attempts: int, started: float) -> WsconnError:
+        error.attempts = attempts
+        error.latency_ms = _ms_since(started)
+        return error
+
+    def _send_once(self, method: str, connection_id: str, body: bytes) -> _Response:
+        endpoint = self.endpoint
+        path = endpoint.connection_path(connection_id)
+        url = f"{endpoint.scheme}://{endpoint.netloc}{path}"
+        signed = self.signer.sign(method, endpoint.netloc, path, body)
+        headers = CaseInsensitiveDict(signed.headers)
+        headers["user-agent"] = USER_AGENT
+        if method != "GET":
+            headers["content-length"] = str(len(body))
+        request = requests.PreparedRequest()
+        request.method = method
+        request.url = url  # set directly: PreparedRequest.prepare_url would re-quote it
+        request.headers = headers
+        request.body = body or None
+        if self.tracer:
+            self.tracer.signing(signed.canonical_request, signed.string_to_sign)
+            self.tracer.request(method, url, headers, body)
+        sent = time.perf_counter()
+        try:
+            raw = self.session.send(
+                request,
+                timeout=self.timeout,
+                verify=self._verify,
+                proxies=self._proxies,
+                allow_redirects=False,
+            )
+            content = raw.content
+        except requests.exceptions.RequestException as exc:
+            raise _network_error(exc, endpoint, self.timeout) from None
+        response = _Response(raw.status_code, raw.reason or "", raw.headers, content)
+        if self.tracer:
+            self.tracer.response(
+                response.status, response.reason, response.headers, content, _ms_since(sent)
+            )
+        return response
+
+
+def open_client(
+    endpoint: Endpoint,
+    config: AwsConfig,
+    *,
+    region: str | None,
+    timeout: float,
+    retries: int,
+    ca_bundle: str | None,
+    tracer: Tracer | None,
+) -> ManagementClient:
+    """A client for one endpoint: region, credentials and CA bundle resolved, in that order.
+
+    Region: --region, else the execute-api host's, else AWS_REGION / the profile's.
+    CA bundle: --ca-bundle, else AWS_CA_BUNDLE / the profile's ca_bundle, else the default store.
+    """
+    region = region or endpoint.host_region or config.configured_region()
+    if not region:
+        raise ConfigError(
+            f"no region for {endpoint.netloc}: the host does not name one; pass --region "
+            "or set AWS_REGION"
+        )
+    credentials = config.credentials()
+    bundle = ca_bundle or config.ca_bundle()
+    if bundle and not os.path.isfile(bundle):
+        raise ConfigError(f"CA bundle {bundle} is not a readable file")
+    return ManagementClient(
+        endpoint,
+        Signer(credentials, region),
+        timeout=timeout,
+        retries=retries,
+        verify=bundle or True,
+        tracer=tracer,
+    )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _parse_time(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"not a timestamp: {value!r}")
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _server_time(headers: Mapping[str, str]) -> datetime | None:
+    try:
+        return parsedate_to_datetime(headers["date"]).astimezone(timezone.utc)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def error_type_and_message(headers: Mapping[str, str], body: bytes) -> tuple[str | None, str]:
+    """Read the error as the SDKs do: x-amzn-ErrorType (text after ':' dropped), else the body."""
+    error_type = headers.get("x-amzn-errortype", "").split(":", 1)[0].strip() or None
+    message = ""
+    try:
+        parsed = json.loads(body) if body else {}
+    except ValueError:
+        parsed = None
+        message = body[:200].decode("utf-8", "replace").strip()
+    if isinstance(parsed, dict):
+        if error_type is None:
+            raw_type = parsed.get("__type") or parsed.get("code") or parsed.get("Code")
+            if isinstance(raw_type, str) and raw_type:
+                error_type = raw_type.rsplit("#", 1)[-1].split(":", 1)[0]
+        text = parsed.get("message") or parsed.get("Message") or ""
+        message = text if isinstance(text, str) else json.dumps(text)
+    return error_type, message
+
+
+def _error_for(
+    response: _Response, connection_id: str, method: str, size: int, attempts: int
+) -> WsconnError:
+    """The one mapping from an HTTP answer to a wsconn error."""
+    status = response.status
+    error_type, service_message = error_type_and_message(response.headers, response.body)
+    first_line = service_message.strip().splitlines()[0] if service_message.strip() else ""
+    label = f"{status} {error_type}" if error_type else f"{status} {response.reason}".strip()
+    kwargs = {"http_status": status, "error_type": error_type, "detail": service_message or None}
+    if status == 410:
+        return ConnectionGone(f"{connection_id} is not connected ({label})", **kwargs)
+    if status == 403:
+        hint = first_line or "access denied"
+        if error_type == "ForbiddenException":
+            hint = f"{hint}: wrong stage, path or api-id, or the execute-api endpoint is disabled"
+        return Forbidden(f"{error_type or 'Forbidden'}: {hint} ({status})", **kwargs)
+    if status == 413:
+        return PayloadTooLarge(f"the service refused a {size}-byte message ({label})", **kwargs)
+    if status == 429:
+        return Throttled(
+            f"{method} {connection_id} still throttled after {attempts} attempts ({label})", **kwargs
+        )
+    if status >= 500:
+        detail = f": {first_line}" if first_line else ""
+        return ServerError(
+            f"{method} {connection_id} failed after {attempts} attempts ({label}){detail}", **kwargs
+        )
+    detail = f": {first_line}" if first_line else ""
+    return ClientError(f"{method} {connection_id} was rejected ({label}){detail}", **kwargs)
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^)'\"]+)")
+
+
+def _network_error(exc: requests.exceptions.RequestException, endpoint: Endpoint, timeout: float) -> NetworkError:
+    where = endpoint.netloc
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in reason:
+            match = re.search(r"certificate verify failed: ([^(')]+)", reason)
+            why = match.group(1).strip() if match else "certificate verify failed"
+            message = (
+                f"TLS: cannot verify the certificate of {where} ({why}); "
+                "pass --ca-bundle PATH or set AWS_CA_BUNDLE to trust its CA"
+            )
+        else:
+            message = f"TLS handshake with {where} failed"
+        return NetworkError(message, error_type="tls")
+    if isinstance(exc, requests.exceptions.Timeout):
+        phase = "connecting to" if isinstance(exc, requests.exceptions.ConnectTimeout) else "waiting for"
+        return NetworkError(f"timed out after {timeout:g}s {phase} {where}", error_type="timeout")
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return NetworkError(f"the proxy for {where} failed: {exc}", error_type="proxy")
+    match = _ERRNO.search(str(exc))
+    if match:
+        why = match.group(1).strip().lower()
+    elif "RemoteDisconnected" in str(exc) or "Connection aborted" in str(exc):
+        why = "the server closed the connection without answering"
+    else:
+        why = type(exc).__name__
+    return NetworkError(f"cannot reach {where}: {why}", error_type="connection")

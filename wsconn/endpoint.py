@@ -1,0 +1,203 @@
+"""Where to send: the management endpoint and the connection id, from any form a user has.
+
+Resolution order (the README documents the same):
+  1. a connection URL given as CONNECTION_ID;
+  2. --endpoint / --endpoint-url (https, http, wss, ws; trailing '/' or '/@connections' tolerated);
+  3. --api-id + --stage (+ region) -> https://{api-id}.execute-api.{region}.amazonaws.com/{stage};
+  4. WSCONN_ENDPOINT, then AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI, then AWS_ENDPOINT_URL.
+Nothing here does I/O; only the standard library is imported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
+
+from wsconn.errors import ConfigError, UsageError
+
+ENV_ENDPOINTS = ("WSCONN_ENDPOINT", "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", "AWS_ENDPOINT_URL")
+
+# "{api-id}.execute-api.{region}.amazonaws.com[.cn]", also "{api-id}-{vpce}.execute-api.{region}.vpce..."
+_EXECUTE_API_HOST = re.compile(
+    r"^(?P<api>[^.]*)\.execute-api\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$"
+)
+# "@connections" as typed literally or percent-encoded (either hex case).
+_CONNECTIONS_SEGMENT = re.compile(r"/(?:@|%40)connections(?=/|$)", re.IGNORECASE)
+_SCHEMES = {"https": "https", "http": "http", "wss": "https", "ws": "http"}
+# Characters allowed raw in a path segment (RFC 3986 pchar) plus '/' and '%' (keep typed escapes).
+_PATH_SAFE = "/!$&'()*+,;=:@%-._~"
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A management endpoint: scheme, host (with a non-default port) and the stage path."""
+
+    scheme: str
+    netloc: str
+    base_path: str  # "" or "/stage" or "/base/path", as it goes on the wire, no trailing slash
+    source: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.netloc}{self.base_path}"
+
+    @property
+    def host_region(self) -> str | None:
+        """The region named by an execute-api host, else None (custom domains, loopback)."""
+        match = _EXECUTE_API_HOST.match(self.netloc.rsplit(":", 1)[0].lower())
+        return match.group("region") if match else None
+
+    def connection_path(self, connection_id: str) -> str:
+        """The wire path for one connection: the id percent-encoded, only A-Za-z0-9-._~ left as is."""
+        return f"{self.base_path}/@connections/{encode_connection_id(connection_id)}"
+
+    def connection_url(self, connection_id: str) -> str:
+        return f"{self.scheme}://{self.netloc}{self.connection_path(connection_id)}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One connection on one endpoint: everything needed to address a request."""
+
+    endpoint: Endpoint
+    connection_id: str  # decoded: exactly the id the service issued
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.connection_url(self.connection_id)
+
+
+def encode_connection_id(connection_id: str) -> str:
+    """Percent-encode an id with only unreserved characters kept: '=' -> %3D, '+' -> %2B, '/' -> %2F."""
+    return quote(connection_id, safe="")
+
+
+def decode_connection_id(text: str) -> str:
+    """An id as the user typed it: '%XX' escapes are decoded once (real ids never contain '%')."""
+    return unquote(text) if _ESCAPE.search(text) else text
+
+
+def is_url(text: str) -> bool:
+    return "://" in text
+
+
+def parse_endpoint(url: str, source: str) -> Endpoint:
+    """Parse an endpoint URL of any accepted form; raise ConfigError with the reason if it is not one."""
+    endpoint, connection_id = _split_url(url, source)
+    if connection_id:
+        raise ConfigError(
+            f"{source} {url!r} names a connection; give the endpoint only "
+            "(https://{api-id}.execute-api.{region}.amazonaws.com/{stage}) "
+            "or pass the whole connection URL as CONNECTION_ID"
+        )
+    return endpoint
+
+
+def parse_connection_url(url: str) -> Target:
+    """A whole connection URL: https://host/stage/@connections/{id} ('@' or '%40', id encoded or not)."""
+    endpoint, connection_id = _split_url(url, "connection URL")
+    if not connection_id:
+        raise ConfigError(
+            f"connection URL {url!r} has no '/@connections/{{id}}' part; "
+            "pass the endpoint with --endpoint and the id as CONNECTION_ID"
+        )
+    return Target(endpoint, connection_id)
+
+
+def _split_url(url: str, source: str) -> tuple[Endpoint, str | None]:
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{source} {url!r} is not a valid URL: {exc}") from None
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ConfigError(
+            f"{source} {url!r} must start with https://, http://, wss:// or ws://"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"{source} {url!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{source} {url!r} must not contain a user name or password")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{source} {url!r} must not have a query string or fragment")
+    host = parts.hostname.lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if host.startswith("execute-api."):
+        raise ConfigError(
+            f"{source} {url!r} has no api-id: the management endpoint is "
+            "https://{api-id}.execute-api.{region}.amazonaws.com/{stage}"
+        )
+    default_port = 443 if scheme == "https" else 80
+    netloc = host if port in (None, default_port) else f"{host}:{port}"
+    path = parts.path
+    connection_id: str | None = None
+    match = _CONNECTIONS_SEGMENT.search(path)
+    if match:
+        raw_id = path[match.end() + 1 :].rstrip("/")
+        path = path[: match.start()]
+        if "/" in raw_id:
+            raise ConfigError(f"{source} {url!r}: a '/' in a connection id must be written %2F")
+        connection_id = unquote(raw_id) if raw_id else None
+    base_path = quote(path.rstrip("/"), safe=_PATH_SAFE)
+    return Endpoint(scheme, netloc, base_path, source), connection_id
+
+
+def api_endpoint(api_id: str, stage: str, region: str) -> Endpoint:
+    """https://{api-id}.execute-api.{region}.amazonaws.com/{stage} (.com.cn in China regions)."""
+    if not re.fullmatch(r"[a-z0-9]{1,64}", api_id):
+        raise ConfigError(f"--api-id {api_id!r} is not an API id (lower-case letters and digits)")
+    if not stage or "/" in stage:
+        raise ConfigError(f"--stage {stage!r} is not a stage name")
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return Endpoint(
+        "https",
+        f"{api_id}.execute-api.{region}.{suffix}",
+        "/" + quote(stage, safe=_PATH_SAFE),
+        "--api-id/--stage",
+    )
+
+
+def resolve_target(
+    connection: str,
+    *,
+    endpoint: str | None,
+    api_id: str | None,
+    stage: str | None,
+    region: Callable[[], str | None],
+    environ: Mapping[str, str],
+) -> Target:
+    """Resolve where one request goes, in the documented order.
+
+    `region` is called only when --api-id needs a region (so credentials and config files are
+    not read for nothing).
+    """
+    if is_url(connection):
+        return parse_connection_url(connection)
+    connection_id = decode_connection_id(connection)
+    if not connection_id.strip():
+        raise UsageError("the connection id is empty")
+    if endpoint:
+        return Target(parse_endpoint(endpoint, "--endpoint"), connection_id)
+    if api_id or stage:
+        if not (api_id and stage):
+            raise UsageError("--api-id and --stage go together (or use --endpoint URL)")
+        resolved_region = region()
+        if not resolved_region:
+            raise ConfigError(
+                "no region for --api-id: pass --region, or set AWS_REGION or the profile's region"
+            )
+        return Target(api_endpoint(api_id, stage, resolved_region), connection_id)
+    for name in ENV_ENDPOINTS:
+        value = environ.get(name, "").strip()
+        if value:
+            return Target(parse_endpoint(value, name), connection_id)
+    raise ConfigError(
+        "no endpoint: pass --endpoint https://{api-id}.execute-api.{region}.amazonaws.com/{stage}, "
+        "--api-id ID --stage NAME, a whole connection URL, or set WSCONN_ENDPOINT"
+    )

@@ -1,0 +1,153 @@
+"""Exit codes and the errors that carry them: the one table users script against.
+
+The same table is printed by `wsconn --help` and written in the README; a test keeps them equal.
+This module imports only click, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import IO, Any
+
+import click
+
+
+class ExitCode(IntEnum):
+    """Process exit codes. Never renumber: scripts test `$?` against these."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    GONE = 3
+    FORBIDDEN = 4
+    THROTTLED = 5
+    PAYLOAD_TOO_LARGE = 6
+    NETWORK = 7
+    CONFIG = 8
+    CLIENT_ERROR = 9
+    SERVER_ERROR = 10
+    INTERRUPTED = 130
+
+
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done (sent / status read / disconnected)",
+    ExitCode.INTERNAL: "unexpected internal error (a bug: please report it; --debug shows the traceback)",
+    ExitCode.USAGE: "usage error (bad option or argument)",
+    ExitCode.GONE: "gone: 410, the connection is not connected (closed, never existed, "
+    "or still in its $connect handler)",
+    ExitCode.FORBIDDEN: "forbidden: any 403 (wrong stage/path, signature, IAM, expired token)",
+    ExitCode.THROTTLED: "throttled: 429 after retries",
+    ExitCode.PAYLOAD_TOO_LARGE: "payload too large (over 131072 bytes, refused locally, or 413)",
+    ExitCode.NETWORK: "network: connection refused, DNS, TLS, timeout",
+    ExitCode.CONFIG: "configuration: no credentials, no endpoint, no region, unreadable file",
+    ExitCode.CLIENT_ERROR: "other 4xx (e.g. 400 malformed connection id)",
+    ExitCode.SERVER_ERROR: "5xx after retries",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+def exit_code_table() -> str:
+    """The exit-code table as plain text lines, for --help."""
+    return "\n".join(f"{int(code):>3}  {text}" for code, text in EXIT_CODE_MEANINGS.items())
+
+
+class WsconnError(click.ClickException):
+    """An error a user can cause: one line on stderr, its own exit code, never a traceback.
+
+    `kind` is the short word that starts the line (`gone`, `forbidden`, ...), and also the
+    `outcome` in JSON output.
+    """
+
+    exit_code: int = ExitCode.INTERNAL
+    kind: str = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        error_type: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.error_type = error_type
+        # Extra lines shown only with -v (e.g. the service's full message).
+        self.detail = detail
+        self.attempts = 0
+        self.latency_ms: float | None = None
+
+    def format_message(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"wsconn: {self.format_message()}", file=file, err=file is None)
+
+
+class UsageError(WsconnError):
+    exit_code = ExitCode.USAGE
+    kind = "usage"
+
+
+class ConnectionGone(WsconnError):
+    exit_code = ExitCode.GONE
+    kind = "gone"
+
+
+class Forbidden(WsconnError):
+    exit_code = ExitCode.FORBIDDEN
+    kind = "forbidden"
+
+
+class Throttled(WsconnError):
+    exit_code = ExitCode.THROTTLED
+    kind = "throttled"
+
+
+class PayloadTooLarge(WsconnError):
+    exit_code = ExitCode.PAYLOAD_TOO_LARGE
+    kind = "payload too large"
+
+
+class NetworkError(WsconnError):
+    exit_code = ExitCode.NETWORK
+    kind = "network"
+
+
+class ConfigError(WsconnError):
+    exit_code = ExitCode.CONFIG
+    kind = "configuration"
+
+
+class ClientError(WsconnError):
+    exit_code = ExitCode.CLIENT_ERROR
+    kind = "rejected"
+
+
+class ServerError(WsconnError):
+    exit_code = ExitCode.SERVER_ERROR
+    kind = "server error"
+
+
+class InternalError(WsconnError):
+    exit_code = ExitCode.INTERNAL
+    kind = "internal error"
+
+
+OUTCOMES: dict[type[WsconnError], str] = {
+    UsageError: "usage-error",
+    ConnectionGone: "gone",
+    Forbidden: "forbidden",
+    Throttled: "throttled",
+    PayloadTooLarge: "too-large",
+    NetworkError: "network-error",
+    ConfigError: "config-error",
+    ClientError: "rejected",
+    ServerError: "server-error",
+    InternalError: "failed",
+}
+
+
+def outcome_of(error: WsconnError) -> str:
+    """The JSON `outcome` word for an error."""
+    return OUTCOMES.get(type(error), "failed")

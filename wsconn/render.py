@@ -1,0 +1,207 @@
+"""The only module that knows about terminals: rich on a TTY, plain text when piped, or JSON.
+
+Results go to stdout, diagnostics (confirmations, -v traces, errors) to stderr. JSON is written with
+json.dumps straight to stdout, never through rich. rich is imported only when a terminal needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import click
+
+from wsconn.errors import WsconnError, outcome_of
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from wsconn.client import ConnectionInfo, Result
+
+IDLE_TIMEOUT = 600.0  # the service closes a connection after 10 idle minutes
+MAX_DURATION = 7200.0  # ... and after 2 hours in all
+_SIGNATURE = re.compile(r"(Signature=)[0-9a-fA-F]+")
+
+
+def format_duration(seconds: float) -> str:
+    """1h 02m 03s / 4m 05s / 12.3s; negative durations read as 0s."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def iso_ms(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+class Output:
+    """Renders results and errors in one of three modes: rich, text, json."""
+
+    def __init__(self, mode: str = "auto", verbose: int = 0) -> None:
+        if mode == "auto":
+            mode = "rich" if sys.stdout.isatty() else "text"
+        self.mode = mode
+        self.verbose = verbose
+        self._stderr_console: Console | None = None
+
+    # -- results -----------------------------------------------------------------------------
+    def sent(self, result: Result) -> None:
+        self._done(result, f"sent {result.bytes_sent} bytes to {result.connection_id}")
+
+    def disconnected(self, result: Result) -> None:
+        self._done(result, f"disconnected {result.connection_id}")
+
+    def _done(self, result: Result, words: str) -> None:
+        if self.mode == "json":
+            self._json(_result_fields(result))
+        elif sys.stderr.isatty():
+            self._stderr().print(
+                f"[green]✓[/] {words} [dim]({result.http_status}, {result.latency_ms:.0f} ms)[/]",
+                highlight=False,
+            )
+
+    def status(self, info: ConnectionInfo) -> None:
+        now = info.server_time or datetime.now(timezone.utc)
+        age = (now - info.connected_at).total_seconds()
+        idle = (now - info.last_active_at).total_seconds()
+        if self.mode == "json":
+            self._json(
+                {
+                    "connectionId": info.result.connection_id,
+                    **info.fields,
+                    **_result_fields(info.result),
+                }
+            )
+            return
+        rows = [
+            ("connection id", info.result.connection_id),
+            ("connected at", iso_ms(info.connected_at)),
+            ("connected for", format_duration(age)),
+            ("last active", iso_ms(info.last_active_at)),
+            ("idle for", format_duration(idle)),
+            ("source IP", info.source_ip or "-"),
+            ("user agent", info.user_agent or "-"),
+            ("idle timeout in", format_duration(IDLE_TIMEOUT - idle)),
+            ("2-hour limit in", format_duration(MAX_DURATION - age)),
+        ]
+        if self.mode == "text":
+            width = max(len(name) for name, _ in rows)
+            click.echo("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+            return
+        from rich.console import Console
+        from rich.panel import Panel
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        for name, value in rows[1:]:
+            table.add_row(name, value)
+        Console().print(
+            Panel(
+                table,
+                title=f"[bold]{info.result.connection_id}[/] [green]connected[/]",
+                title_align="left",
+                expand=False,
+            ),
+            highlight=False,
+        )
+
+    def failed(self, error: WsconnError, connection_id: str | None) -> None:
+        """Called before the error is shown on stderr: JSON mode also reports it on stdout."""
+        if self.mode == "json":
+            self._json(
+                {
+                    "connectionId": connection_id,
+                    "outcome": outcome_of(error),
+                    "httpStatus": error.http_status,
+                    "errorType": error.error_type,
+                    "message": error.message,
+                    "attempts": error.attempts,
+                    "latencyMs": error.latency_ms,
+                }
+            )
+        if self.verbose and error.detail:
+            click.echo(f"wsconn: the service said: {error.detail}", err=True)
+
+    # -- diagnostics -------------------------------------------------------------------------
+    def tracer(self) -> Trace | None:
+        return Trace(self.verbose) if self.verbose else None
+
+    def _stderr(self) -> Console:
+        if self._stderr_console is None:
+            from rich.console import Console
+
+            self._stderr_console = Console(stderr=True)
+        return self._stderr_console
+
+    @staticmethod
+    def _json(fields: Mapping[str, object]) -> None:
+        sys.stdout.write(json.dumps(fields, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+
+def _result_fields(result: Result) -> dict[str, object]:
+    return {
+        "connectionId": result.connection_id,
+        "outcome": result.outcome,
+        "httpStatus": result.http_status,
+        "errorType": None,
+        "attempts": result.attempts,
+        "latencyMs": result.latency_ms,
+    }
+
+
+class Trace:
+    """-v: the request and response on stderr, with the signature and session token redacted."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self._token: str | None = None
+
+    def _echo(self, line: str) -> None:
+        click.echo(line, err=True)
+
+    def _redact(self, text: str) -> str:
+        text = _SIGNATURE.sub(r"\1<redacted>", text)
+        return text.replace(self._token, "<redacted>") if self._token else text
+
+    def signing(self, canonical_request: str, string_to_sign: str) -> None:
+        if self.level > 1:
+            self._echo("* canonical request:")
+            for line in canonical_request.splitlines():
+                self._echo(f"*   {self._redact(line)}")
+            self._echo("* string to sign:")
+            for line in string_to_sign.splitlines():
+                self._echo(f"*   {line}")
+
+    def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> None:
+        self._token = headers.get("x-amz-security-token") or self._token
+        self._echo(f"> {method} {url}")
+        for name, value in headers.items():
+            shown = "<redacted>" if name.lower() == "x-amz-security-token" else value
+            self._echo(f"> {name}: {self._redact(shown)}")
+        if body:
+            self._echo(f"> ({len(body)} bytes of body)")
+
+    def response(
+        self, status: int, reason: str, headers: Mapping[str, str], body: bytes, ms: float
+    ) -> None:
+        self._echo(f"< {status} {reason} ({ms:.1f} ms)")
+        for name, value in headers.items():
+            self._echo(f"< {name}: {value}")
+        if body:
+            self._echo("< " + self._redact(body[:2000].decode("utf-8", "replace")))
+
+    def retry(self, attempt: int, delay: float, why: str) -> None:
+        self._echo(f"* attempt {attempt} failed ({why}); retrying in {delay:.2f}s")
