@@ -7,10 +7,13 @@ clears every AWS_* variable and points the config files at empty temp files.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 FAKE_ACCESS_KEY = "AKIAWSCONNTEST000001"
 FAKE_SECRET_KEY = "wsconnTESTsecret/DoNotLeak+0123456789abcd"
@@ -36,7 +39,60 @@ def hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pa
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "80")
     # Loopback traffic must never go through a proxy.
-    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+    for proxy in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
         monkeypatch.delenv(proxy, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     yield aws_dir
+
+
+@dataclass
+class Run:
+    """One `wsconn` invocation as a user makes it: exit code and the two streams."""
+
+    code: int
+    stdout: str
+    stderr: str
+    stdout_bytes: bytes
+
+
+def run_wsconn(*args: str, input: bytes | str | None = None) -> Run:
+    """Call wsconn's console-script entry point (our exit mapping included) in-process."""
+    from wsconn.cli import main
+
+    runner = CliRunner()
+    with runner.isolation(input=input) as (out, err, _):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+        stdout_bytes = out.getvalue()
+        stderr = err.getvalue().decode("utf-8", "replace")
+    return Run(code, stdout_bytes.decode("utf-8", "replace"), stderr, stdout_bytes)
+
+
+@pytest.fixture
+def wsconn() -> Callable[..., Run]:
+    return run_wsconn
+
+
+@pytest.fixture
+def gateway() -> Iterator[Any]:
+    """The project's own local gateway on a free loopback port, trusting the env's fake keys."""
+    from wsconn.local.gateway import GatewayConfig, GatewayThread
+
+    events: list[dict[str, object]] = []
+    thread = GatewayThread(GatewayConfig(port=0), on_event=events.append)
+    thread.start()
+    thread.events = events  # type: ignore[attr-defined]
+    try:
+        yield thread
+    finally:
+        thread.stop()

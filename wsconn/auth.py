@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from wsconn.errors import ConfigError
@@ -33,7 +35,9 @@ class Credentials:
     access_key: str
     secret_key: str
     token: str | None
-    source: str  # botocore's method: env, shared-credentials-file, custom-process, sso, assume-role...
+    source: (
+        str  # botocore's method: env, shared-credentials-file, custom-process, sso, assume-role...
+    )
 
     def __repr__(self) -> str:
         token = ", token=<redacted>" if self.token else ""
@@ -85,25 +89,20 @@ class AwsConfig:
         )
 
 
-class _config_errors:
+@contextmanager
+def _config_errors() -> Iterator[None]:
     """Turn botocore's configuration and credential failures into one-line ConfigErrors."""
+    import botocore.exceptions
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, ConfigError):
-            return False
-        import botocore.exceptions
-
-        if isinstance(exc, botocore.exceptions.ProfileNotFound):
-            raise ConfigError(
-                f"{exc} (profiles are read from {os.environ.get('AWS_CONFIG_FILE', '~/.aws/config')} "
-                f"and {os.environ.get('AWS_SHARED_CREDENTIALS_FILE', '~/.aws/credentials')})"
-            ) from None
-        if isinstance(exc, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError):
-            raise ConfigError(f"could not load AWS credentials or config: {exc}") from None
-        return False
+    try:
+        yield
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise ConfigError(
+            f"{exc} (profiles are read from {os.environ.get('AWS_CONFIG_FILE', '~/.aws/config')} "
+            f"and {os.environ.get('AWS_SHARED_CREDENTIALS_FILE', '~/.aws/credentials')})"
+        ) from None
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise ConfigError(f"could not load AWS credentials or config: {exc}") from None
 
 
 def _hmac(key: bytes, msg: str) -> bytes:

@@ -75,8 +75,12 @@ _SHARED_OPTIONS = [
     ),
     click.option("--api-id", metavar="ID", help="API id; use with --stage (and --region)."),
     click.option("--stage", metavar="NAME", help="Stage name, e.g. prod or $default."),
-    click.option("--region", metavar="REGION", help="AWS region (default: from the host or profile)."),
-    click.option("--profile", metavar="NAME", help="AWS profile from ~/.aws/config (as the AWS CLI)."),
+    click.option(
+        "--region", metavar="REGION", help="AWS region (default: from the host or profile)."
+    ),
+    click.option(
+        "--profile", metavar="NAME", help="AWS profile from ~/.aws/config (as the AWS CLI)."
+    ),
     click.option(
         "-o",
         "--output",
@@ -101,9 +105,14 @@ _SHARED_OPTIONS = [
         help="CA certificates to verify TLS with (default: AWS_CA_BUNDLE, then the system's).",
     ),
     click.option(
-        "-v", "--verbose", count=True, help="Show the request and response on stderr (-vv: signing)."
+        "-v",
+        "--verbose",
+        count=True,
+        help="Show the request and response on stderr (-vv: signing).",
     ),
-    click.option("--debug", is_flag=True, default=None, help="Show tracebacks for internal errors."),
+    click.option(
+        "--debug", is_flag=True, default=None, help="Show tracebacks for internal errors."
+    ),
 ]
 
 
@@ -122,7 +131,7 @@ def _options(ctx: click.Context, values: dict[str, Any]) -> Options:
 @click.version_option(__version__, "--version", prog_name="wsconn")
 @shared_options
 @click.pass_context
-def cli(ctx: click.Context, **values: Any) -> None:
+def cli(ctx: click.Context, /, **values: Any) -> None:
     """Send to, inspect and disconnect Amazon API Gateway WebSocket connections.
 
     Each call is signed with AWS SigV4 using the same credentials the AWS CLI would use.
@@ -141,7 +150,9 @@ def cli(ctx: click.Context, **values: Any) -> None:
 )
 @shared_options
 @click.pass_context
-def send(ctx: click.Context, connection: str, message: str | None, data: str | None, **values: Any) -> None:
+def send(
+    ctx: click.Context, /, connection: str, message: str | None, data: str | None, **values: Any
+) -> None:
     """Send MESSAGE to one connection (POST @connections/{id}).
 
     CONNECTION is a connection id or a whole connection URL. The message is MESSAGE, -d TEXT,
@@ -162,14 +173,16 @@ def send(ctx: click.Context, connection: str, message: str | None, data: str | N
     except WsconnError as error:
         out.failed(error, None)
         raise
-    out.sent(_call(opts, out, connection, lambda client, cid: client.post_to_connection(cid, payload)))
+    out.sent(
+        _call(opts, out, connection, lambda client, cid: client.post_to_connection(cid, payload))
+    )
 
 
 @cli.command(epilog=EXIT_EPILOG)
 @click.argument("connection")
 @shared_options
 @click.pass_context
-def status(ctx: click.Context, connection: str, **values: Any) -> None:
+def status(ctx: click.Context, /, connection: str, **values: Any) -> None:
     """Show one connection's state (GET @connections/{id}).
 
     Connected at, last active, idle time, source IP, user agent, and the time left until the
@@ -189,7 +202,7 @@ def status(ctx: click.Context, connection: str, **values: Any) -> None:
 @click.argument("connection")
 @shared_options
 @click.pass_context
-def disconnect(ctx: click.Context, connection: str, **values: Any) -> None:
+def disconnect(ctx: click.Context, /, connection: str, **values: Any) -> None:
     """Disconnect one client (DELETE @connections/{id}).
 
     \b
@@ -199,7 +212,9 @@ def disconnect(ctx: click.Context, connection: str, **values: Any) -> None:
     """
     opts = _options(ctx, values)
     out = _output(opts)
-    out.disconnected(_call(opts, out, connection, lambda client, cid: client.delete_connection(cid)))
+    out.disconnected(
+        _call(opts, out, connection, lambda client, cid: client.delete_connection(cid))
+    )
 
 
 def _output(opts: Options) -> Output:

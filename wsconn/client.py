@@ -11,7 +11,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -23,10 +23,9 @@ from requests.structures import CaseInsensitiveDict
 from wsconn import __version__
 from wsconn.auth import AwsConfig, Signer
 from wsconn.endpoint import Endpoint
-from wsconn.message import MAX_PAYLOAD
 from wsconn.errors import (
-    ConfigError,
     ClientError,
+    ConfigError,
     ConnectionGone,
     Forbidden,
     NetworkError,
@@ -35,6 +34,7 @@ from wsconn.errors import (
     Throttled,
     WsconnError,
 )
+from wsconn.message import MAX_PAYLOAD
 
 USER_AGENT = f"wsconn/{__version__}"
 BACKOFF_BASE = 0.25  # seconds; full jitter over base * 2**attempt
@@ -110,8 +110,8 @@ class ManagementClient:
         self.session = requests.Session()
         # Proxies and CA settings from the environment, resolved once instead of per request.
         settings = self.session.merge_environment_settings(endpoint.url, {}, None, verify, None)
-        self._proxies: dict[str, str] = settings["proxies"]
-        self._verify: bool | str = settings["verify"]
+        self._proxies: MutableMapping[str, str] = settings["proxies"]
+        self._verify: bool | str = settings["verify"] if settings["verify"] is not None else True
 
     def close(self) -> None:
         self.session.close()
@@ -205,8 +205,8 @@ class ManagementClient:
         request.headers = headers
         request.body = body or None
         if self.tracer:
-            self.tracer.signing(signed.canonical_request, signed.string_to_sign)
             self.tracer.request(method, url, headers, body)
+            self.tracer.signing(signed.canonical_request, signed.string_to_sign)
         sent = time.perf_counter()
         try:
             raw = self.session.send(
@@ -319,34 +319,62 @@ def _error_for(
     status = response.status
     error_type, service_message = error_type_and_message(response.headers, response.body)
     first_line = service_message.strip().splitlines()[0] if service_message.strip() else ""
+    detail_text = service_message or None
     label = f"{status} {error_type}" if error_type else f"{status} {response.reason}".strip()
-    kwargs = {"http_status": status, "error_type": error_type, "detail": service_message or None}
     if status == 410:
-        return ConnectionGone(f"{connection_id} is not connected ({label})", **kwargs)
+        return ConnectionGone(
+            f"{connection_id} is not connected ({label})",
+            http_status=status,
+            error_type=error_type,
+            detail=detail_text,
+        )
     if status == 403:
         hint = first_line or "access denied"
         if error_type == "ForbiddenException":
             hint = f"{hint}: wrong stage, path or api-id, or the execute-api endpoint is disabled"
-        return Forbidden(f"{error_type or 'Forbidden'}: {hint} ({status})", **kwargs)
+        return Forbidden(
+            f"{error_type or 'Forbidden'}: {hint} ({status})",
+            http_status=status,
+            error_type=error_type,
+            detail=detail_text,
+        )
     if status == 413:
-        return PayloadTooLarge(f"the service refused a {size}-byte message ({label})", **kwargs)
+        return PayloadTooLarge(
+            f"the service refused a {size}-byte message ({label})",
+            http_status=status,
+            error_type=error_type,
+            detail=detail_text,
+        )
     if status == 429:
         return Throttled(
-            f"{method} {connection_id} still throttled after {attempts} attempts ({label})", **kwargs
+            f"{method} {connection_id} still throttled after {attempts} attempts ({label})",
+            http_status=status,
+            error_type=error_type,
+            detail=detail_text,
         )
     if status >= 500:
         detail = f": {first_line}" if first_line else ""
         return ServerError(
-            f"{method} {connection_id} failed after {attempts} attempts ({label}){detail}", **kwargs
+            f"{method} {connection_id} failed after {attempts} attempts ({label}){detail}",
+            http_status=status,
+            error_type=error_type,
+            detail=detail_text,
         )
     detail = f": {first_line}" if first_line else ""
-    return ClientError(f"{method} {connection_id} was rejected ({label}){detail}", **kwargs)
+    return ClientError(
+        f"{method} {connection_id} was rejected ({label}){detail}",
+        http_status=status,
+        error_type=error_type,
+        detail=detail_text,
+    )
 
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^)'\"]+)")
 
 
-def _network_error(exc: requests.exceptions.RequestException, endpoint: Endpoint, timeout: float) -> NetworkError:
+def _network_error(
+    exc: requests.exceptions.RequestException, endpoint: Endpoint, timeout: float
+) -> NetworkError:
     where = endpoint.netloc
     if isinstance(exc, requests.exceptions.SSLError):
         reason = str(exc)
@@ -361,7 +389,11 @@ def _network_error(exc: requests.exceptions.RequestException, endpoint: Endpoint
             message = f"TLS handshake with {where} failed"
         return NetworkError(message, error_type="tls")
     if isinstance(exc, requests.exceptions.Timeout):
-        phase = "connecting to" if isinstance(exc, requests.exceptions.ConnectTimeout) else "waiting for"
+        phase = (
+            "connecting to"
+            if isinstance(exc, requests.exceptions.ConnectTimeout)
+            else "waiting for"
+        )
         return NetworkError(f"timed out after {timeout:g}s {phase} {where}", error_type="timeout")
     if isinstance(exc, requests.exceptions.ProxyError):
         return NetworkError(f"the proxy for {where} failed: {exc}", error_type="proxy")

@@ -116,9 +116,7 @@ def _split_url(url: str, source: str) -> tuple[Endpoint, str | None]:
         raise ConfigError(f"{source} {url!r} is not a valid URL: {exc}") from None
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None:
-        raise ConfigError(
-            f"{source} {url!r} must start with https://, http://, wss:// or ws://"
-        )
+        raise ConfigError(f"{source} {url!r} must start with https://, http://, wss:// or ws://")
     if not parts.hostname:
         raise ConfigError(f"{source} {url!r} has no host")
     if parts.username is not None or parts.password is not None:
@@ -144,8 +142,15 @@ def _split_url(url: str, source: str) -> tuple[Endpoint, str | None]:
         if "/" in raw_id:
             raise ConfigError(f"{source} {url!r}: a '/' in a connection id must be written %2F")
         connection_id = unquote(raw_id) if raw_id else None
-    base_path = quote(path.rstrip("/"), safe=_PATH_SAFE)
+    base_path = _wire_path(path.rstrip("/"))
     return Endpoint(scheme, netloc, base_path, source), connection_id
+
+
+def _wire_path(path: str) -> str:
+    """A path as urllib3 will send it: escapes upper-cased, a lone '%' and non-pchars encoded."""
+    path = re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", path)
+    path = _ESCAPE.sub(lambda match: match.group(0).upper(), path)
+    return quote(path, safe=_PATH_SAFE)
 
 
 def api_endpoint(api_id: str, stage: str, region: str) -> Endpoint:
@@ -158,7 +163,7 @@ def api_endpoint(api_id: str, stage: str, region: str) -> Endpoint:
     return Endpoint(
         "https",
         f"{api_id}.execute-api.{region}.{suffix}",
-        "/" + quote(stage, safe=_PATH_SAFE),
+        "/" + _wire_path(stage),
         "--api-id/--stage",
     )
 

@@ -7,7 +7,7 @@ This module imports only click, so `--help` stays fast.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import click
 
@@ -58,8 +58,8 @@ class WsconnError(click.ClickException):
     `outcome` in JSON output.
     """
 
-    exit_code: int = ExitCode.INTERNAL
-    kind: str = "error"
+    exit_code: ClassVar[int] = ExitCode.INTERNAL
+    kind: ClassVar[str] = "error"
 
     def __init__(
         self,

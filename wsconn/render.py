@@ -180,6 +180,8 @@ class Trace:
         if self.level > 1:
             self._echo("* canonical request:")
             for line in canonical_request.splitlines():
+                if line.startswith("x-amz-security-token:"):
+                    line = "x-amz-security-token:<redacted>"
                 self._echo(f"*   {self._redact(line)}")
             self._echo("* string to sign:")
             for line in string_to_sign.splitlines():

@@ -1,0 +1,140 @@
+"""Retries, throttling, server errors, timeouts and Ctrl-C, against a scripted loopback server
+(for the answers the local gateway does not give), and what goes on the wire."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import Run
+from tests.scripted_server import Step, scripted
+
+Wsconn = Callable[..., Run]
+THROTTLED = Step(
+    429,
+    {"x-amzn-ErrorType": "LimitExceededException", "Retry-After": "0"},
+    b'{"message":"Rate exceeded"}',
+)
+UNAVAILABLE = Step(503, {}, b'{"message":"Internal server error"}')
+
+
+def test_wire_path_is_exactly_what_was_signed(wsconn: Wsconn) -> None:
+    with scripted(Step(200)) as server:
+        run = wsconn("send", "--endpoint", server.endpoint, "a+b/c=d", "x", "--region", "us-east-1")
+        assert run.code == 0, run.stderr
+        request = server.requests[0]
+        assert request.target == "/dev/@connections/a%2Bb%2Fc%3Dd"
+        assert request.body == b"x"
+        assert request.headers["host"] == f"127.0.0.1:{server.server_address[1]}"
+        assert "host;x-amz-date" in request.headers["authorization"]
+        assert "/us-east-1/execute-api/aws4_request" in request.headers["authorization"]
+
+
+def test_delete_sends_content_length_zero(wsconn: Wsconn) -> None:
+    with scripted(Step(204)) as server:
+        assert wsconn("disconnect", "--endpoint", server.endpoint, "id=").code == 0
+        assert server.requests[0].method == "DELETE"
+        assert server.requests[0].headers["content-length"] == "0"
+
+
+def test_exit_5_throttled_after_retries(wsconn: Wsconn) -> None:
+    with scripted(THROTTLED) as server:
+        started = time.monotonic()
+        run = wsconn("send", "--endpoint", server.endpoint, "-o", "json", "id=", "x")
+        elapsed = time.monotonic() - started
+        assert run.code == 5
+        assert len(server.requests) == 4  # 1 + --retries 3 (default)
+        assert "throttled" in run.stderr and "LimitExceededException" in run.stderr
+        assert '"attempts": 4' in run.stdout
+        assert elapsed < 30  # not a timing assert: the defaults must give up, not hang
+
+
+def test_throttled_then_accepted_succeeds(wsconn: Wsconn) -> None:
+    with scripted(THROTTLED, Step(200)) as server:
+        run = wsconn("send", "--endpoint", server.endpoint, "-o", "json", "id=", "x")
+        assert run.code == 0, run.stderr
+        assert len(server.requests) == 2 and '"attempts": 2' in run.stdout
+
+
+def test_retry_after_is_honoured(wsconn: Wsconn) -> None:
+    wait = Step(429, {"Retry-After": "1"}, b"")
+    with scripted(wait, Step(200)) as server:
+        started = time.monotonic()
+        assert wsconn("send", "--endpoint", server.endpoint, "id=", "x").code == 0
+        assert time.monotonic() - started >= 1.0
+
+
+def test_exit_10_server_error_after_retries(wsconn: Wsconn) -> None:
+    with scripted(UNAVAILABLE) as server:
+        run = wsconn("status", "--endpoint", server.endpoint, "--retries", "1", "id=")
+        assert run.code == 10
+        assert len(server.requests) == 2
+        assert "503" in run.stderr and "after 2 attempts" in run.stderr
+
+
+def test_410_403_400_are_never_retried(wsconn: Wsconn) -> None:
+    for status, code in ((410, 3), (403, 4), (400, 9)):
+        with scripted(Step(status)) as server:
+            assert wsconn("send", "--endpoint", server.endpoint, "id=", "x").code == code
+            assert len(server.requests) == 1
+
+
+def test_exit_6_payload_too_large_from_the_service(wsconn: Wsconn) -> None:
+    too_large = Step(
+        413, {"x-amzn-ErrorType": "PayloadTooLargeException"}, b'{"message":"Too big"}'
+    )
+    with scripted(too_large) as server:
+        run = wsconn("send", "--endpoint", server.endpoint, "id=", "x")
+        assert run.code == 6
+        assert "PayloadTooLargeException" in run.stderr
+
+
+def test_error_type_read_from_body_when_no_header(wsconn: Wsconn) -> None:
+    body = (
+        b'{"__type":"com.amazon#AccessDeniedException","Message":"User: arn:x is not authorized"}'
+    )
+    with scripted(Step(403, {}, body)) as server:
+        run = wsconn("send", "--endpoint", server.endpoint, "id=", "x")
+        assert run.code == 4
+        assert "AccessDeniedException: User: arn:x is not authorized" in run.stderr
+
+
+def test_exit_7_timeout(wsconn: Wsconn) -> None:
+    with scripted(Step(200, delay=3)) as server:
+        run = wsconn(
+            "send", "--endpoint", server.endpoint, "--timeout", "0.3", "--retries", "0", "id=", "x"
+        )
+        assert run.code == 7
+        assert "timed out after 0.3s" in run.stderr
+
+
+def test_exit_130_on_ctrl_c_without_traceback(tmp_path: object) -> None:
+    with scripted(Step(200, delay=10)) as server:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wsconn", "send", "--endpoint", server.endpoint, "id=", "x"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=os.environ.copy(),
+        )
+        deadline = time.monotonic() + 20
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.requests, "the request never arrived"
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=20)
+        assert process.returncode == 130
+        assert b"Traceback" not in err
+        assert err.decode().strip() == "wsconn: interrupted"
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_then_success_is_retried(wsconn: Wsconn, status: int) -> None:
+    with scripted(Step(status), Step(200)) as server:
+        assert wsconn("send", "--endpoint", server.endpoint, "id=", "x").code == 0
+        assert len(server.requests) == 2
