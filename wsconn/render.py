@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -71,7 +72,10 @@ class Output:
             )
 
     def status(self, info: ConnectionInfo) -> None:
-        now = info.server_time or datetime.now(timezone.utc)
+        now = datetime.now(timezone.utc)
+        # The Date header has whole seconds: trust it over our clock only when they disagree.
+        if info.server_time and abs((info.server_time - now).total_seconds()) > 2:
+            now = info.server_time
         age = (now - info.connected_at).total_seconds()
         idle = (now - info.last_active_at).total_seconds()
         if self.mode == "json":
@@ -207,3 +211,152 @@ class Trace:
 
     def retry(self, attempt: int, delay: float, why: str) -> None:
         self._echo(f"* attempt {attempt} failed ({why}); retrying in {delay:.2f}s")
+
+
+def _describe(event: Mapping[str, object]) -> tuple[str, str]:
+    """A gateway event as (label, one human line)."""
+    name = str(event.get("event"))
+    cid = event.get("connectionId", "")
+    if name == "listening":
+        auth = (
+            f"SigV4 checked, trusting {event.get('accessKeyId')} ({event.get('credentialSource')})"
+            if event.get("auth")
+            else "NO signature checks"
+        )
+        return name, (
+            f"WebSocket {event.get('wsUrl')}  management {event.get('endpoint')}/@connections/{{id}}"
+            f"  region {event.get('region')}, {auth}"
+        )
+    if name == "connect":
+        return name, f"{cid} from {event.get('sourceIp')} ({event.get('userAgent') or 'no user agent'})"
+    if name == "message":
+        text = f": {event['data']}" if "data" in event else ""
+        return name, f"{cid} sent a {event.get('type')} frame of {event.get('bytes')} bytes{text}"
+    if name == "post":
+        return name, f"{cid} <- {event.get('bytes')} bytes as a {event.get('frame')} frame (200)"
+    if name == "get":
+        return name, f"{cid} status read (200)"
+    if name == "disconnect":
+        reason = f" {event['reason']!r}" if event.get("reason") else ""
+        return name, f"{cid} closed {event.get('code')}{reason} by {event.get('by')}"
+    if name == "denied":
+        return name, (
+            f"{event.get('method')} {event.get('path')} -> {event.get('status')} "
+            f"{event.get('errorType')}: {event.get('reason')}"
+        )
+    details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in {"event", "time"})
+    return name, details
+
+
+_EVENT_STYLES = {
+    "listening": "bold green",
+    "connect": "green",
+    "disconnect": "yellow",
+    "denied": "red",
+    "error": "bold red",
+    "message": "cyan",
+}
+
+
+class EventPrinter:
+    """Prints local-gateway events as they happen: JSON lines, rich lines on a TTY, else text.
+
+    Called from the gateway's thread; every line is flushed at once, since scripts tail it.
+    """
+
+    def __init__(self, json_lines: bool) -> None:
+        self.json_lines = json_lines
+        self.rich = not json_lines and sys.stdout.isatty()
+        self._console: Console | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Mapping[str, object]) -> None:
+        with self._lock:
+            if self.json_lines:
+                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+                return
+            label, line = _describe(event)
+            if label == "listening":
+                click.echo(
+                    f"wsconn local: try `wsconn send --endpoint {event.get('endpoint')} "
+                    f"--region {event.get('region')} CONNECTION_ID hello` (Ctrl-C stops)",
+                    err=True,
+                )
+            clock = str(event.get("time", ""))[11:23]
+            if self.rich:
+                from rich.markup import escape
+
+                style = _EVENT_STYLES.get(label, "bold")
+                self._stdout().print(
+                    f"[dim]{clock}[/] [{style}]{label:<10}[/] {escape(line)}", highlight=False
+                )
+            else:
+                click.echo(f"{clock} {label:<10} {line}")
+                sys.stdout.flush()
+
+    def _stdout(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console()
+        return self._console
+
+    def warn(self, text: str) -> None:
+        click.echo(f"wsconn local: WARNING: {text}", err=True)
+
+    def generated_credentials(self, access_key: str, secret_key: str, region: str) -> None:
+        """No credentials in the chain: say which throwaway pair is trusted and how to use it."""
+        click.echo(
+            "wsconn local: no AWS credentials found; trusting a generated local key pair "
+            "(good for this gateway only). In the shell that runs your client:\n"
+            f"  export AWS_ACCESS_KEY_ID={access_key} AWS_SECRET_ACCESS_KEY={secret_key} "
+            f"AWS_DEFAULT_REGION={region}",
+            err=True,
+        )
+
+
+class DemoPrinter:
+    """`wsconn demo`'s narration: rich on a terminal, plain text otherwise."""
+
+    def __init__(self) -> None:
+        self.rich = sys.stdout.isatty()
+
+    def _print(self, markup: str, plain: str) -> None:
+        if self.rich:
+            from rich.console import Console
+
+            Console().print(markup, highlight=False)
+        else:
+            click.echo(plain)
+
+    def title(self, text: str) -> None:
+        self._print(f"[bold]{_escape(text)}[/]", text)
+
+    def note(self, text: str) -> None:
+        self._print(f"[dim]# {_escape(text)}[/]", f"# {text}")
+
+    def command(self, line: str) -> None:
+        self._print(f"\n[bold cyan]$ {_escape(line)}[/]", f"\n$ {line}")
+
+    def output(self, stdout: str, stderr: str) -> None:
+        for text in (stdout, stderr):
+            for line in text.rstrip("\n").splitlines():
+                self._print(f"  {_escape(line)}", f"  {line}")
+
+    def exit_code(self, code: int, expected: int) -> None:
+        colour = "green" if code == expected else "red"
+        self._print(f"  [{colour}](exit {code})[/]", f"  (exit {code})")
+
+    def received(self, kind: str, data: str | bytes) -> None:
+        shown = data if isinstance(data, str) else repr(data)
+        text = f"the client received a {kind} frame: {shown}"
+        self._print(f"  [magenta]→ {_escape(text)}[/]", f"  -> {text}")
+
+    def done(self, text: str) -> None:
+        self._print(f"\n[bold green]{_escape(text)}[/]", f"\n{text}")
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
+

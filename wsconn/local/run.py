@@ -1,0 +1,176 @@
+"""`wsconn local` and `wsconn demo`: the local gateway as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import shlex
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from wsconn.errors import ConfigError, InternalError
+from wsconn.local.credentials import GENERATED_SOURCE, generate_credentials, resolve_credentials
+from wsconn.local.gateway import GatewayConfig, GatewayThread, serve
+from wsconn.render import DemoPrinter, EventPrinter
+
+
+def run_local(
+    *,
+    host: str,
+    port: int,
+    stage: str,
+    region: str | None,
+    profile: str | None,
+    json_events: bool,
+    auth: bool,
+    idle_timeout: float,
+    max_duration: float,
+) -> None:
+    """Serve until Ctrl-C (then every client is closed with 1001 and this returns)."""
+    from wsconn.auth import AwsConfig
+
+    region = region or AwsConfig(profile).configured_region() or "us-east-1"
+    credentials, source = resolve_credentials(profile)
+    config = GatewayConfig(
+        host=host,
+        port=port,
+        stage=stage,
+        region=region,
+        idle_timeout=idle_timeout,
+        max_duration=max_duration,
+        auth=auth,
+        credentials=credentials,
+        credential_source=source,
+    )
+    printer = EventPrinter(json_lines=json_events)
+    if not auth:
+        printer.warn(
+            "signature checking is OFF (--no-auth): every request is accepted, signed or not"
+        )
+    elif source == GENERATED_SOURCE:
+        printer.generated_credentials(credentials.access_key, credentials.secret_key, region)
+    try:
+        asyncio.run(serve(config, printer))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+@dataclass
+class _Client:
+    """A WebSocket client in its own thread, as a browser or app would be."""
+
+    url: str
+    received: queue.Queue[tuple[str, str | bytes]] = field(default_factory=queue.Queue)
+    close_code: int | None = None
+    closed: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True).start()
+
+    async def _run(self) -> None:
+        headers = {"User-Agent": "wsconn-demo-client/1.0"}
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.ws_connect(self.url, headers=headers) as ws,
+            ):
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        self.received.put(("text", message.data))
+                    elif message.type == aiohttp.WSMsgType.BINARY:
+                        self.received.put(("binary", message.data))
+                self.close_code = ws.close_code
+        finally:
+            self.closed.set()
+
+
+def _printf_escape(data: bytes) -> str:
+    """printf's octal escapes for bytes that are not printable ASCII."""
+    return "".join(chr(b) if 32 <= b < 127 and b != 92 else f"\\{b:03o}" for b in data)
+
+
+def run_demo() -> None:
+    """Start a gateway on a free port, connect a client, and run real wsconn commands against it."""
+    out = DemoPrinter()
+    credentials = generate_credentials()
+    config = GatewayConfig(port=0, region="us-east-1", credentials=credentials)
+    connected: queue.Queue[str] = queue.Queue()
+
+    def on_event(event: dict[str, object]) -> None:
+        if event["event"] == "connect":
+            connected.put(str(event["connectionId"]))
+
+    # The commands run as separate processes with only the generated keys: the user's own
+    # credentials, profile and endpoint settings are neither used nor needed.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WSCONN_"))}
+    env.update(
+        AWS_ACCESS_KEY_ID=credentials.access_key,
+        AWS_SECRET_ACCESS_KEY=credentials.secret_key,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    with GatewayThread(config, on_event=on_event) as gateway:
+        out.title(
+            f"A local gateway is listening: WebSocket {gateway.ws_url}, "
+            f"management API {gateway.endpoint}/@connections/{{id}} (SigV4 checked)."
+        )
+        client = _Client(gateway.ws_url)
+        client.start()
+        try:
+            connection_id = connected.get(timeout=10)
+        except queue.Empty:
+            raise InternalError("the demo's WebSocket client could not connect") from None
+        out.note(f"A WebSocket client connected; its connection id is {connection_id}")
+
+        def wsconn(*args: str, expect: int, stdin: bytes | None = None) -> None:
+            shown = "wsconn " + " ".join(shlex.quote(a) for a in args)
+            if stdin is not None:
+                shown = f"printf {shlex.quote(_printf_escape(stdin))} | {shown}"
+            out.command(shown)
+            done = subprocess.run(
+                [sys.executable, "-m", "wsconn", *args],
+                input=stdin if stdin is not None else b"",
+                capture_output=True,
+                env=env,
+                timeout=60,
+                check=False,
+            )
+            out.output(
+                done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+            )
+            out.exit_code(done.returncode, expect)
+            if done.returncode != expect:
+                raise InternalError(f"`{shown}` exited {done.returncode}, expected {expect}")
+
+        def client_received() -> None:
+            try:
+                kind, data = client.received.get(timeout=10)
+            except queue.Empty:
+                raise InternalError("the client received nothing") from None
+            out.received(kind, data)
+
+        endpoint = ["--endpoint", gateway.endpoint]
+        wsconn("send", *endpoint, connection_id, "Hello from wsconn!", expect=0)
+        client_received()
+        wsconn("send", *endpoint, connection_id, expect=0, stdin=b"\x00\x01binary\xff")
+        client_received()
+        wsconn("status", *endpoint, connection_id, expect=0)
+        wsconn("disconnect", *endpoint, connection_id, expect=0)
+        client.closed.wait(10)
+        out.note(f"The client saw the connection close (code {client.close_code}).")
+        wsconn("send", *endpoint, connection_id, "anyone there?", expect=3)
+        out.note(
+            "Exit 3 means gone: the connection is closed, never existed, or is still in $connect."
+        )
+    out.done(
+        "Done: the gateway is stopped. Next: `wsconn local` to keep one running, "
+        "and `wsconn --help` for every option."
+    )
