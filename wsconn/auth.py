@@ -45,11 +45,19 @@ class Credentials:
 
 
 class AwsConfig:
-    """The botocore session for one profile, created on first use (importing botocore costs ~0.15 s)."""
+    """AWS settings for one profile, as botocore (and so the AWS CLI) resolves them.
+
+    Start-up matters for a one-shot command, and a botocore session costs ~0.1 s to import, so the
+    common cases take botocore's own first steps without it: keys in the environment are exactly
+    what botocore's chain returns first (its EnvProvider) when no --profile is given, and region
+    and ca_bundle are read from the profile's section of the config file with botocore's own
+    parser (botocore.configloader). Everything else goes through a real botocore session.
+    """
 
     def __init__(self, profile: str | None) -> None:
-        self.profile = profile
+        self.profile = profile  # --profile; AWS_PROFILE is botocore's to read
         self._session: botocore.session.Session | None = None
+        self._section: dict[str, object] | None = None
 
     def _botocore(self) -> botocore.session.Session:
         if self._session is None:
@@ -58,22 +66,49 @@ class AwsConfig:
             self._session = botocore.session.Session(profile=self.profile)
         return self._session
 
+    def _profile_name(self) -> str:
+        env = os.environ
+        return self.profile or env.get("AWS_DEFAULT_PROFILE") or env.get("AWS_PROFILE") or "default"
+
+    def _setting(self, name: str) -> str | None:
+        """A setting of the active profile in the config file (botocore's parser, no session)."""
+        if self._section is None:
+            import botocore.configloader
+            import botocore.exceptions
+
+            path = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+            try:
+                profiles = botocore.configloader.load_config(path).get("profiles", {})
+            except botocore.exceptions.ConfigNotFound:
+                profiles = {}
+            except botocore.exceptions.ConfigParseError as exc:
+                raise ConfigError(str(exc)) from None
+            section = profiles.get(self._profile_name())
+            if section is None and self._profile_name() != "default":
+                # A profile the config file lacks: botocore may find it in the credentials
+                # file, or raise ProfileNotFound with its own message.
+                with _config_errors():
+                    value = self._botocore().get_config_variable(name)
+                return str(value) if value else None
+            self._section = section or {}
+        value = self._section.get(name)
+        return str(value) if value else None
+
     def configured_region(self) -> str | None:
-        """AWS_REGION, else botocore's region (AWS_DEFAULT_REGION, then the profile's `region`)."""
-        if os.environ.get("AWS_REGION"):
-            return os.environ["AWS_REGION"]
-        with _config_errors():
-            region = self._botocore().get_config_variable("region")
-        return str(region) if region else None
+        """AWS_REGION, else AWS_DEFAULT_REGION, else the profile's `region`."""
+        env = os.environ
+        return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or self._setting("region")
 
     def ca_bundle(self) -> str | None:
-        """AWS_CA_BUNDLE or the profile's `ca_bundle`."""
-        with _config_errors():
-            bundle = self._botocore().get_config_variable("ca_bundle")
-        return str(bundle) if bundle else None
+        """AWS_CA_BUNDLE, else the profile's `ca_bundle`."""
+        return os.environ.get("AWS_CA_BUNDLE") or self._setting("ca_bundle")
 
     def credentials(self) -> Credentials:
         """Resolve the credential chain once; raise ConfigError with the reason when it fails."""
+        if self.profile is None:
+            found_in_env = _env_credentials()
+            if found_in_env is not None:
+                return found_in_env
         with _config_errors():
             found = self._botocore().get_credentials()
             if found is None:
@@ -87,6 +122,20 @@ class AwsConfig:
         return Credentials(
             frozen.access_key, frozen.secret_key, frozen.token or None, str(found.method)
         )
+
+
+def _env_credentials() -> Credentials | None:
+    """What botocore's EnvProvider returns, when botocore would return it as plain keys.
+
+    Partial keys and AWS_CREDENTIAL_EXPIRATION (refreshable keys) are left to botocore itself.
+    """
+    env = os.environ
+    access_key = env.get("AWS_ACCESS_KEY_ID", "")
+    secret_key = env.get("AWS_SECRET_ACCESS_KEY", "")
+    if not access_key or not secret_key or env.get("AWS_CREDENTIAL_EXPIRATION"):
+        return None
+    token = next((env[n] for n in ("AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN") if env.get(n)), None)
+    return Credentials(access_key, secret_key, token, "env")
 
 
 @contextmanager

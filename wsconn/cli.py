@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
 
@@ -41,8 +39,7 @@ EPILOG = (
 )
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     """The options every command shares; given before or after the subcommand."""
 
     endpoint: str | None = None
@@ -59,10 +56,9 @@ class Options:
 
     def merged(self, values: dict[str, Any]) -> Options:
         """These options overridden by the ones given (not None, not 0) in `values`."""
-        names = {f.name for f in fields(self)}
-        given = {k: v for k, v in values.items() if k in names and v is not None}
+        given = {k: v for k, v in values.items() if k in self._fields and v is not None}
         given["verbose"] = self.verbose + (values.get("verbose") or 0)
-        return replace(self, **given)
+        return self._replace(**given)
 
 
 _SHARED_OPTIONS = [
@@ -221,7 +217,11 @@ def disconnect(ctx: click.Context, /, connection: str, **values: Any) -> None:
 @cli.command(epilog=EXIT_EPILOG)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 = any free port."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="0 = any free port.",
 )
 @click.option("--stage", "local_stage", default="dev", show_default=True, help="Stage name.")
 @click.option(
@@ -230,7 +230,9 @@ def disconnect(ctx: click.Context, /, connection: str, **values: Any) -> None:
     metavar="REGION",
     help="Region signatures must be scoped to [default: AWS_REGION / profile's, else us-east-1].",
 )
-@click.option("--profile", "local_profile", metavar="NAME", help="Trust this profile's credentials.")
+@click.option(
+    "--profile", "local_profile", metavar="NAME", help="Trust this profile's credentials."
+)
 @click.option("--json", "json_events", is_flag=True, help="One JSON object per event on stdout.")
 @click.option("--no-auth", is_flag=True, help="Accept any request, signed or not (loudly).")
 @click.option(
@@ -378,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ExitCode.OK)
     except Exception as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         click.echo(
             f"wsconn: internal error: {type(exc).__name__}: {exc}. This is a bug in wsconn "

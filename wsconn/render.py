@@ -228,7 +228,10 @@ def _describe(event: Mapping[str, object]) -> tuple[str, str]:
             f"  region {event.get('region')}, {auth}"
         )
     if name == "connect":
-        return name, f"{cid} from {event.get('sourceIp')} ({event.get('userAgent') or 'no user agent'})"
+        return (
+            name,
+            f"{cid} from {event.get('sourceIp')} ({event.get('userAgent') or 'no user agent'})",
+        )
     if name == "message":
         text = f": {event['data']}" if "data" in event else ""
         return name, f"{cid} sent a {event.get('type')} frame of {event.get('bytes')} bytes{text}"
@@ -359,4 +362,3 @@ class DemoPrinter:
 
 def _escape(text: str) -> str:
     return text.replace("[", r"\[")
-
