@@ -1,6 +1,6 @@
 """Helpers for tests that drive the local gateway with real clients over loopback.
 
-Import it from a test module as ``import gateway_util`` (pytest puts ``tests/`` on ``sys.path``).
+Import it from a test module as ``from tests.gateway_util import ...``.
 Signing here uses botocore's own signer: a third party to the gateway's verifier.
 """
 
@@ -12,15 +12,16 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import boto3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
 from websockets.sync.client import ClientConnection, connect
 
+from tests.conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
 from wsconn.local import GatewayConfig, GatewayThread
 
 # Generous: only reached when something is broken, never part of what a test asserts.
@@ -78,9 +79,14 @@ def running_gateway(events: EventLog, **config: object) -> Iterator[GatewayThrea
         yield gateway
 
 
-def management_client(endpoint: str, **kwargs: object) -> object:
-    """boto3's apigatewaymanagementapi client for ``endpoint`` (credentials from the environment)."""
+def management_client(endpoint: str, **kwargs: object) -> Any:
+    """boto3's apigatewaymanagementapi client for ``endpoint``, keys from the environment.
+
+    boto3 ignores a lone ``aws_session_token``: when one is given, the test keys are passed with it.
+    """
     settings: dict[str, object] = {"region_name": "us-east-1", **kwargs}
+    if settings.get("aws_session_token") and "aws_access_key_id" not in settings:
+        settings.update(aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_SECRET_KEY)
     return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, **settings)
 
 

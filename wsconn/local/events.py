@@ -1,0 +1,51 @@
+"""Events the local gateway reports, as plain JSON-able dicts, and a JSON-lines sink for them.
+
+Every event has ``"event"`` (its name) and ``"time"`` (ISO 8601 UTC, milliseconds, ``Z``). None ever
+carries the secret key or the session token.
+
+- ``listening``: endpoint, wsUrl, stage, region, auth, accessKeyId, credentialSource (first, once)
+- ``connect``: connectionId, sourceIp, userAgent, query (dict of query parameters, last value wins)
+- ``message``: connectionId, type ("text"|"binary"), bytes, data (text only, first 200 characters)
+- ``post``: connectionId, bytes, frame ("text"|"binary"), status
+- ``get``: connectionId, status
+- ``disconnect``: connectionId, code, reason, by ("client"|"api"|"idle-timeout"|"max-duration"|
+  "gateway"|"protocol")
+- ``denied``: method, path (raw request target), status, errorType, reason (a short why)
+- ``error``: method, path, error (an unexpected failure answered with 500; the server keeps running)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TextIO
+
+Event = dict[str, object]
+EventSink = Callable[[Event], None]
+
+
+def iso_ms(moment: datetime) -> str:
+    """``2020-04-30T20:10:33.236Z``: UTC, exactly three millisecond digits, ``Z``."""
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def make_event(name: str, **fields: object) -> Event:
+    """An event dict: name and time first, then ``fields`` in order."""
+    return {"event": name, "time": iso_ms(utc_now()), **fields}
+
+
+def json_lines_sink(stream: TextIO) -> EventSink:
+    """A sink writing each event as one compact JSON line, flushed at once (scripts tail it)."""
+
+    def write(event: Event) -> None:
+        stream.write(json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n")
+        stream.flush()
+
+    return write

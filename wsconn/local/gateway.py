@@ -1,0 +1,709 @@
+"""A local stand-in for API Gateway's WebSocket endpoint and its ``@connections`` management API.
+
+One port serves both: a WebSocket upgrade at ``/{stage}`` (any query string) and the management API
+at ``/{stage}/@connections/{id}``. The raw request target is parsed by hand, never a decoded path,
+so that ``@``/``%40`` and percent-encoded ids behave as on AWS and the signature can be checked
+over the bytes sent.
+
+Management requests are checked in AWS's order, the first failing check answers:
+
+1. route: stage, ``@connections``, one non-empty id segment, method POST/GET/DELETE (else 403
+   ``ForbiddenException`` ``{"message":"Forbidden"}``);
+2. SigV4 signature, when auth is on (403, see :mod:`wsconn.local.sigv4`);
+3. the id: at most 128 characters of printable ASCII once percent-decoded (else 400
+   ``BadRequestException``);
+4. the body: at most 131072 bytes (else 413 ``PayloadTooLargeException``). A body over 1 MiB is
+   refused with 413 before step 2: it is read and dropped (never buffered) so the client sees the
+   answer, and one declared over 64 MiB is refused unread, closing the connection;
+5. the connection is open (else 410 ``GoneException``, empty body).
+
+Then POST delivers the body (valid UTF-8 as a text frame, anything else as a binary frame) and
+answers 200 with an empty body; GET answers the connection JSON; DELETE closes the client with code
+1000 and an empty reason, then answers 204. Every response carries ``x-amzn-RequestId``; errors
+carry ``x-amzn-ErrorType`` and a JSON ``{"message": ...}`` body (410: empty body).
+
+The client side: a binary frame from a client closes it with 1003; a message over 32 KiB with 1009
+(aiohttp enforces the limit per message, so a fragmented message over 32 KiB is refused too,
+whereas AWS limits frames: a documented deviation); permessage-deflate is not offered.
+``lastActiveAt`` is the time of the client's last data frame or of the last POST delivered to it
+(``connectedAt`` until then), and the idle timer restarts on the same events. Idle timeout and
+maximum duration close the client with 1001 ``Going Away``; so does shutting the gateway down.
+WebSocket upgrades are not authenticated (as an API whose ``$connect`` route has no authoriser).
+Pings are answered by aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import string
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import unquote
+
+from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
+
+from wsconn.local import sigv4
+from wsconn.local.credentials import LocalCredentials, resolve_credentials
+from wsconn.local.events import Event, EventSink, iso_ms, make_event, utc_now
+
+log = logging.getLogger(__name__)
+
+MAX_POST_BYTES = 131072
+MAX_MESSAGE_BYTES = 32768
+# Bodies up to this are hashed, so an oversize one still gets its signature checked first.
+HARD_BODY_LIMIT = 1024 * 1024
+# Oversize bodies up to this are read and dropped; beyond it the connection is closed.
+DISCARD_LIMIT = 64 * 1024 * 1024
+MAX_ID_LENGTH = 128
+# How long a close handshake (and a DELETE waiting for it) may take.
+CLOSE_TIMEOUT = 5.0
+GOING_AWAY = "Going Away"
+BINARY_REFUSED = "Binary frames are not supported"
+
+_ID_ALPHABET = string.ascii_letters + string.digits + "_-"
+
+CloseBy = Literal["client", "api", "idle-timeout", "max-duration", "gateway", "protocol"]
+
+
+def default_connection_id() -> str:
+    """A real-shaped id: 15 random characters of ``[A-Za-z0-9_-]``, then ``=``."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
+
+
+@dataclass
+class GatewayConfig:
+    """How a local gateway listens and behaves."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0 = pick a free port
+    stage: str = "dev"
+    region: str = "us-east-1"
+    idle_timeout: float = 600.0  # seconds
+    max_duration: float = 7200.0  # seconds
+    auth: bool = True  # False = --no-auth
+    credentials: LocalCredentials | None = None  # None = resolve via the botocore chain
+    id_factory: Callable[[], str] | None = None  # None = real-shaped random ids
+    # Where explicitly given credentials came from, for the listening event.
+    credential_source: str = "explicit"
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One open (or closing) WebSocket client."""
+
+    connection_id: str
+    ws: web.WebSocketResponse
+    source_ip: str
+    user_agent: str
+    connected_at: datetime
+    connected_clock: float
+    last_active_at: datetime
+    last_active_clock: float
+    close_request: asyncio.Future[tuple[int, str, CloseBy]]
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    # (code, reason, by) once the gateway decided how this connection ends.
+    outcome: tuple[int, str, CloseBy] | None = None
+
+    def touch(self) -> None:
+        """Record activity now: lastActiveAt and the idle timer."""
+        self.last_active_at = utc_now()
+        self.last_active_clock = asyncio.get_running_loop().time()
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """A refused management request: status, AWS error type, body message, short why."""
+
+    status: int
+    error_type: str
+    message: str | None
+    reason: str
+    close_connection: bool = False
+
+
+class _Refused(Exception):
+    def __init__(self, refusal: _Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+def _too_large(what: str, *, close: bool = False) -> _Refused:
+    return _Refused(
+        _Refusal(
+            413,
+            "PayloadTooLargeException",
+            "Request Too Long",
+            f"{what} exceeds {MAX_POST_BYTES}",
+            close_connection=close,
+        )
+    )
+
+
+def _forbidden(reason: str) -> _Refused:
+    return _Refused(_Refusal(403, "ForbiddenException", "Forbidden", reason))
+
+
+def _parse_target(raw_target: str, stage: str) -> tuple[Literal["websocket", "connection"], str]:
+    """Split a raw request target into its kind and the raw (still encoded) connection id."""
+    segments = raw_target.partition("?")[0].split("/")
+    if len(segments) < 2 or segments[0] != "" or unquote(segments[1]) != stage:
+        raise _forbidden("no such stage or path")
+    if len(segments) == 2:
+        return "websocket", ""
+    marker = segments[2]
+    is_connections = marker == "@connections" or (
+        marker[:3].lower() == "%40" and marker[3:] == "connections"
+    )
+    if len(segments) != 4 or not is_connections:
+        raise _forbidden("no such path")
+    if not segments[3]:
+        raise _forbidden("empty connection id")
+    return "connection", segments[3]
+
+
+def _decode_id(raw_id: str) -> str:
+    """The connection id, percent-decoded once; 400 if it cannot be a connection id."""
+    decoded = unquote(raw_id, errors="replace")
+    if len(decoded) > MAX_ID_LENGTH or not all(" " <= ch <= "~" for ch in decoded):
+        raise _Refused(
+            _Refusal(
+                400,
+                "BadRequestException",
+                f"Invalid connectionId: {raw_id}",
+                "malformed connection id",
+            )
+        )
+    return decoded
+
+
+def _response(
+    status: int,
+    payload: dict[str, object] | None = None,
+    error_type: str | None = None,
+) -> web.Response:
+    headers = {"x-amzn-RequestId": str(uuid.uuid4())}
+    if status != 204:
+        headers["Content-Type"] = "application/json"
+    if error_type is not None:
+        headers["x-amzn-ErrorType"] = error_type
+    body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+    return web.Response(status=status, body=body if status != 204 else None, headers=headers)
+
+
+class LocalGateway:
+    """The gateway on the running event loop: ``await start()``, then ``await close()``."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        on_event: EventSink,
+        credentials: LocalCredentials,
+        credential_source: str,
+    ) -> None:
+        self.config = config
+        self.credentials = credentials
+        self.credential_source = credential_source
+        self.port = config.port
+        self._on_event = on_event
+        self._new_id = config.id_factory or default_connection_id
+        self._open: dict[str, _Connection] = {}
+        # Every session still running, including those already closing (no longer in _open).
+        self._sessions: set[_Connection] = set()
+        self._shutting_down = False
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def _base(self) -> str:
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"{host}:{self.port}/{self.config.stage}"
+
+    @property
+    def endpoint(self) -> str:
+        """The management endpoint, e.g. ``http://127.0.0.1:8080/dev``."""
+        return f"http://{self._base}"
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL clients connect to, e.g. ``ws://127.0.0.1:8080/dev``."""
+        return f"ws://{self._base}"
+
+    async def start(self) -> None:
+        """Bind and listen (``OSError`` if the port is taken), then emit ``listening``."""
+        app = web.Application(client_max_size=MAX_POST_BYTES + 1)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # The CLI owns signals; hash the body exactly as sent (no transparent gunzip).
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, auto_decompress=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.host, self.config.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        self._emit(
+            "listening",
+            endpoint=self.endpoint,
+            wsUrl=self.ws_url,
+            stage=self.config.stage,
+            region=self.config.region,
+            auth=self.config.auth,
+            accessKeyId=self.credentials.access_key,
+            credentialSource=self.credential_source,
+        )
+
+    async def close(self) -> None:
+        """Close every client with 1001 ``Going Away``, then stop the server."""
+        self._shutting_down = True
+        sessions = list(self._sessions)
+        for conn in sessions:
+            self._request_close(conn, 1001, GOING_AWAY, "gateway")
+        if sessions:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(conn.done.wait() for conn in sessions)), CLOSE_TIMEOUT + 1
+                )
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _emit(self, name: str, **fields: object) -> None:
+        event: Event = make_event(name, **fields)
+        try:
+            self._on_event(event)
+        except Exception:
+            # A broken sink (closed pipe, bad callback) must not break the gateway.
+            log.exception("event sink failed on %s", name)
+
+    # -- HTTP entry point -------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._dispatch(request)
+        except _Refused as refused:
+            return self._deny(request, refused.refusal)
+        except Exception as exc:
+            # One failing request must never take the server down.
+            log.exception("request %s %s failed", request.method, request.raw_path)
+            self._emit(
+                "error",
+                method=request.method,
+                path=request.raw_path,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return _response(
+                500, {"message": "Internal server error"}, "InternalServerErrorException"
+            )
+
+    def _deny(self, request: web.Request, refusal: _Refusal) -> web.Response:
+        self._emit(
+            "denied",
+            method=request.method,
+            path=request.raw_path,
+            status=refusal.status,
+            errorType=refusal.error_type,
+            reason=refusal.reason,
+        )
+        payload: dict[str, object] | None = None
+        if refusal.message is not None:
+            payload = {"message": refusal.message}
+        response = _response(refusal.status, payload, refusal.error_type)
+        if refusal.close_connection:
+            response.force_close()
+        return response
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        kind, raw_id = _parse_target(request.raw_path, self.config.stage)
+        if kind == "websocket":
+            ws = self._new_websocket()
+            if request.method == "GET" and ws.can_prepare(request).ok:
+                return await self._websocket(request, ws)
+            raise _forbidden("not a WebSocket upgrade")
+        if request.method not in ("POST", "GET", "DELETE"):
+            raise _forbidden(f"method {request.method} not allowed")
+        body, size, payload_hash = await self._read_body(request)
+        if self.config.auth:
+            self._verify(request, payload_hash)
+        connection_id = _decode_id(raw_id)
+        if size > MAX_POST_BYTES:
+            raise _too_large(f"body of {size} bytes")
+        conn = self._open.get(connection_id)
+        if conn is None:
+            raise _Refused(_Refusal(410, "GoneException", None, "no open connection with this id"))
+        if request.method == "POST":
+            return await self._post(request, conn, body)
+        if request.method == "GET":
+            return self._get(conn)
+        return await self._delete(conn)
+
+    async def _read_body(self, request: web.Request) -> tuple[bytes, int, str]:
+        """The body (first 131073 bytes at most), its full size and its hex SHA-256."""
+        declared = request.content_length
+        if declared is not None and declared > DISCARD_LIMIT:
+            # Not worth reading: answer at once and drop the connection.
+            raise _too_large(f"declared body of {declared} bytes", close=True)
+        digest = hashlib.sha256()
+        kept = bytearray()
+        size = 0
+        # Stream the body: hash all of it, keep only what a valid POST may carry.
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > HARD_BODY_LIMIT:
+                await self._discard_rest(request, size)
+            digest.update(chunk)
+            room = MAX_POST_BYTES + 1 - len(kept)
+            if room > 0:
+                kept.extend(chunk[:room])
+        return bytes(kept), size, digest.hexdigest()
+
+    async def _discard_rest(self, request: web.Request, size: int) -> None:
+        """Read and drop the rest of an oversize body, then refuse it with 413."""
+        # Reading it all lets the client see the 413 rather than a reset mid-upload.
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > DISCARD_LIMIT:
+                raise _too_large(f"body over {DISCARD_LIMIT} bytes", close=True)
+        raise _too_large(f"body of {size} bytes")
+
+    def _verify(self, request: web.Request, payload_hash: str) -> None:
+        try:
+            sigv4.verify(
+                method=request.method,
+                raw_target=request.raw_path,
+                headers=list(request.headers.items()),
+                payload_hash=payload_hash,
+                access_key=self.credentials.access_key,
+                secret_key=self.credentials.secret_key,
+                token=self.credentials.token,
+                region=self.config.region,
+                now=utc_now(),
+            )
+        except sigv4.SignatureError as error:
+            raise _Refused(_Refusal(403, error.error_type, error.message, error.reason)) from None
+
+    # -- management operations --------------------------------------------------------------
+
+    async def _post(self, request: web.Request, conn: _Connection, body: bytes) -> web.Response:
+        try:
+            text: str | None = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        try:
+            if conn.ws.closed:
+                raise ConnectionResetError("closed")
+            if text is not None:
+                await conn.ws.send_str(text)
+            else:
+                await conn.ws.send_bytes(body)
+        except (ConnectionError, RuntimeError):
+            raise _Refused(
+                _Refusal(410, "GoneException", None, "connection closed during delivery")
+            ) from None
+        conn.touch()
+        self._emit(
+            "post",
+            connectionId=conn.connection_id,
+            bytes=len(body),
+            frame="text" if text is not None else "binary",
+            status=200,
+        )
+        return _response(200)
+
+    def _get(self, conn: _Connection) -> web.Response:
+        self._emit("get", connectionId=conn.connection_id, status=200)
+        return _response(
+            200,
+            {
+                "connectedAt": iso_ms(conn.connected_at),
+                "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent},
+                "lastActiveAt": iso_ms(conn.last_active_at),
+            },
+        )
+
+    async def _delete(self, conn: _Connection) -> web.Response:
+        self._request_close(conn, 1000, "", "api")
+        # Answer once the client has been told, so a following GET/POST sees it gone.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(conn.done.wait(), CLOSE_TIMEOUT + 1)
+        return _response(204)
+
+    # -- WebSocket clients -----------------------------------------------------------------
+
+    def _new_websocket(self) -> web.WebSocketResponse:
+        return web.WebSocketResponse(
+            # aiohttp refuses a message whose size reaches max_msg_size; 32768 itself is allowed.
+            max_msg_size=MAX_MESSAGE_BYTES + 1,
+            compress=False,
+            autoping=True,
+            timeout=CLOSE_TIMEOUT,
+        )
+
+    def _unique_id(self) -> str:
+        for _ in range(100):
+            candidate = self._new_id()
+            if candidate not in self._open:
+                return candidate
+        raise RuntimeError("id_factory keeps returning ids already in use")
+
+    async def _websocket(
+        self, request: web.Request, ws: web.WebSocketResponse
+    ) -> web.WebSocketResponse:
+        connection_id = self._unique_id()
+        ws.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+        await ws.prepare(request)
+        loop = asyncio.get_running_loop()
+        now, clock = utc_now(), loop.time()
+        conn = _Connection(
+            connection_id=connection_id,
+            ws=ws,
+            source_ip=request.remote or "",
+            user_agent=request.headers.get("User-Agent", ""),
+            connected_at=now,
+            connected_clock=clock,
+            last_active_at=now,
+            last_active_clock=clock,
+            close_request=loop.create_future(),
+        )
+        # Registered only after the handshake: an id in its $connect is still gone, as on AWS.
+        self._open[connection_id] = conn
+        self._sessions.add(conn)
+        self._emit(
+            "connect",
+            connectionId=connection_id,
+            sourceIp=conn.source_ip,
+            userAgent=conn.user_agent,
+            query=dict(request.query),
+        )
+        if self._shutting_down:
+            self._request_close(conn, 1001, GOING_AWAY, "gateway")
+        try:
+            await self._session(conn)
+        except asyncio.CancelledError:
+            if conn.outcome is None:
+                conn.outcome = (1006, "", "gateway")
+            raise
+        finally:
+            self._open.pop(connection_id, None)
+            self._sessions.discard(conn)
+            code, reason, by = conn.outcome or (int(ws.close_code or 1006), "", "client")
+            self._emit("disconnect", connectionId=connection_id, code=code, reason=reason, by=by)
+            conn.done.set()
+        return ws
+
+    def _request_close(self, conn: _Connection, code: int, reason: str, by: CloseBy) -> None:
+        """Ask a client's session to close it; the id is gone from now on."""
+        self._open.pop(conn.connection_id, None)
+        if not conn.close_request.done():
+            conn.close_request.set_result((code, reason, by))
+
+    async def _close(self, conn: _Connection, code: int, reason: str, by: CloseBy) -> None:
+        """Close a client from its own session, with a full close handshake."""
+        self._open.pop(conn.connection_id, None)
+        conn.outcome = (code, reason, by)
+        await conn.ws.close(code=code, message=reason.encode())
+
+    async def _session(self, conn: _Connection) -> None:
+        """Read the client's frames until it, a timer, or a request closes the connection."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            max_deadline = conn.connected_clock + self.config.max_duration
+            idle_deadline = conn.last_active_clock + self.config.idle_timeout
+            if now >= max_deadline:
+                return await self._close(conn, 1001, GOING_AWAY, "max-duration")
+            if now >= idle_deadline:
+                return await self._close(conn, 1001, GOING_AWAY, "idle-timeout")
+            if conn.close_request.done():
+                return await self._close(conn, *conn.close_request.result())
+            # Race the next frame against timers and close requests; the session closes itself so
+            # the close handshake is complete (aiohttp's close() from another task cuts it short).
+            receive: asyncio.Future[WSMessage] = asyncio.ensure_future(conn.ws.receive())
+            waiting: list[asyncio.Future[Any]] = [receive, conn.close_request]
+            try:
+                await asyncio.wait(
+                    waiting,
+                    timeout=min(max_deadline, idle_deadline) - now,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                if not receive.done():
+                    receive.cancel()
+                    await asyncio.wait({receive})
+            if receive.cancelled():
+                continue
+            if not await self._on_frame(conn, receive.result()):
+                return
+
+    async def _on_frame(self, conn: _Connection, msg: WSMessage) -> bool:
+        """Handle one message from the client; False once the connection is over."""
+        if msg.type is WSMsgType.TEXT:
+            text = str(msg.data)
+            conn.touch()
+            self._emit(
+                "message",
+                connectionId=conn.connection_id,
+                type="text",
+                bytes=len(text.encode("utf-8", "surrogatepass")),
+                data=text[:200],
+            )
+            return True
+        if msg.type is WSMsgType.BINARY:
+            data = msg.data if isinstance(msg.data, bytes) else b""
+            self._emit("message", connectionId=conn.connection_id, type="binary", bytes=len(data))
+            await self._close(conn, 1003, BINARY_REFUSED, "protocol")
+            return False
+        if msg.type is WSMsgType.CLOSE:
+            code = int(msg.data) if isinstance(msg.data, int) else 1005
+            conn.outcome = (code, str(msg.extra or ""), "client")
+            return False
+        if msg.type is WSMsgType.ERROR:
+            error = msg.data
+            if isinstance(error, WebSocketError):
+                # aiohttp already answered the protocol error with a close frame carrying its code.
+                why = str(error)
+                if error.code == WSCloseCode.MESSAGE_TOO_BIG:
+                    why = f"message over {MAX_MESSAGE_BYTES} bytes"
+                conn.outcome = (int(error.code), why, "protocol")
+            else:
+                conn.outcome = (1006, str(error), "client")
+            return False
+        if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED):
+            conn.outcome = (int(conn.ws.close_code or 1006), "", "client")
+            return False
+        return True  # PING/PONG are answered by aiohttp itself
+
+
+# -- running it -------------------------------------------------------------------------------
+
+
+def _credentials_for(config: GatewayConfig) -> tuple[LocalCredentials, str]:
+    if config.credentials is not None:
+        return config.credentials, config.credential_source
+    return resolve_credentials()
+
+
+async def serve(config: GatewayConfig, on_event: EventSink) -> None:
+    """Run a gateway until cancelled; then close every client with 1001 and return normally.
+
+    Raises ``OSError`` if it cannot listen. Credentials are resolved as :class:`GatewayThread` does.
+    """
+    # The botocore chain may block (a credential process, SSO): keep it off the loop.
+    credentials, source = await asyncio.to_thread(_credentials_for, config)
+    gateway = LocalGateway(config, on_event, credentials, source)
+    await gateway.start()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        # Ctrl-C is the normal way to stop: shut down cleanly and return (the CLI exits 0).
+        pass
+    finally:
+        await gateway.close()
+
+
+class GatewayThread:
+    """Runs a gateway on its own asyncio loop in a daemon thread; a context manager.
+
+    ``start()`` blocks until it listens (and raises ``OSError``, e.g. port in use, in the caller);
+    ``stop()`` closes every client with 1001 ``Going Away``, stops the server and joins the thread.
+    ``on_event`` is called from the gateway's thread.
+    """
+
+    def __init__(self, config: GatewayConfig, on_event: EventSink | None = None) -> None:
+        self.config = config
+        self.credentials, self.credential_source = _credentials_for(config)
+        self.port = config.port
+        self._on_event: EventSink = on_event or (lambda event: None)
+        self._gateway: LocalGateway | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The management endpoint, e.g. ``http://127.0.0.1:PORT/dev``."""
+        return self._require().endpoint
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL, e.g. ``ws://127.0.0.1:PORT/dev``."""
+        return self._require().ws_url
+
+    def _require(self) -> LocalGateway:
+        if self._gateway is None:
+            raise RuntimeError("GatewayThread is not started")
+        return self._gateway
+
+    def start(self) -> GatewayThread:
+        """Start listening; returns self once the port is bound."""
+        if self._thread is not None:
+            raise RuntimeError("GatewayThread already started")
+        self._thread = threading.Thread(target=self._run, name="wsconn-local-gateway", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            self._thread.join()
+            raise self._startup_error
+        return self
+
+    def stop(self) -> None:
+        """Close every client with 1001, stop the server and join the thread (idempotent)."""
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is threading.current_thread():
+            raise RuntimeError("stop() called from the gateway's own thread (an on_event callback)")
+        if thread is None or loop is None or stop is None or not thread.is_alive():
+            return
+        # The loop may have finished between the check and the call.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(stop.set)
+        thread.join()
+
+    def __enter__(self) -> GatewayThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as error:
+            if not self._ready.is_set():
+                self._startup_error = error
+            raise
+        finally:
+            # start() must never wait forever, whatever happened here.
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        gateway = LocalGateway(
+            self.config, self._on_event, self.credentials, self.credential_source
+        )
+        try:
+            await gateway.start()
+        except BaseException as error:
+            self._startup_error = error
+            self._ready.set()
+            return
+        self._gateway = gateway
+        self.port = gateway.port
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await gateway.close()
