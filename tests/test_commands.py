@@ -101,7 +101,17 @@ def test_send_largest_allowed_message(gateway: Any, wsconn: Wsconn, tmp_path: Pa
         assert received(ws) == "x" * 131072
 
 
-@pytest.mark.parametrize("odd_id", ["ab+cd/ef=gh_ij-k=", "R0oXAdfD0kwCH6w=", "a/b/c", "++//=="])
+@pytest.mark.parametrize(
+    "odd_id",
+    [
+        "ab+cd/ef=gh_ij-k=",
+        "R0oXAdfD0kwCH6w=",
+        "a/b/c",
+        "++//==",
+        "-R0oXAdfD0kwCH6=",
+        "--oXAdfD0kwCH6w=",
+    ],
+)
 def test_ids_with_reserved_characters(odd_id: str, wsconn: Wsconn) -> None:
     from wsconn.local.gateway import GatewayConfig, GatewayThread
 
@@ -115,6 +125,10 @@ def test_ids_with_reserved_characters(odd_id: str, wsconn: Wsconn) -> None:
             run = wsconn("send", "--endpoint", gw.endpoint, cid, "to an odd id")
             assert run.code == 0, run.stderr
             assert received(ws) == "to an odd id"
+            # An id-shaped message given with -d stays the message, unmarked.
+            run = wsconn("send", cid, "-d", "-R0oXAdfD0kwCH6=", "--endpoint", gw.endpoint)
+            assert run.code == 0, run.stderr
+            assert received(ws) == "-R0oXAdfD0kwCH6="
             run = wsconn("status", "--endpoint", gw.endpoint, "-o", "json", cid)
             assert run.code == 0, run.stderr
             assert json.loads(run.stdout)["connectionId"] == odd_id
@@ -438,3 +452,12 @@ def test_version(wsconn: Wsconn) -> None:
 
     run = wsconn("--version")
     assert run.code == 0 and __version__ in run.stdout
+
+
+def test_usage_errors_are_one_line(wsconn: Wsconn) -> None:
+    run = wsconn("send", "--endpont", "x", "id=", "msg")
+    assert run.code == 2
+    assert run.stderr.startswith("wsconn: usage: No such option '--endpont'")
+    assert run.stderr.count("\n") == 1
+    bare = wsconn()
+    assert bare.code == 2 and "Usage: wsconn" in bare.stderr

@@ -7,6 +7,7 @@ must not pay for botocore, requests, rich or aiohttp.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -113,6 +114,35 @@ _SHARED_OPTIONS = [
 ]
 
 
+# A real connection id may start with '-' (15 of [A-Za-z0-9_-], then '='): Click would read it
+# as an option. Such a token is marked so Click takes it as an argument, and unmarked after.
+_DASH_ID = re.compile(r"-[A-Za-z0-9_-]{14}=")
+_MARK = "\x00"
+
+
+class ConnectionCommand(click.Command):
+    """A command whose CONNECTION may be an id that starts with '-', as real ids can."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {
+            name
+            for param in self.params
+            if isinstance(param, click.Option) and not param.is_flag and not param.count
+            for name in param.opts
+        }
+        marked = [
+            _MARK + arg
+            if _DASH_ID.fullmatch(arg) and (i == 0 or args[i - 1] not in takes_value)
+            else arg
+            for i, arg in enumerate(args)
+        ]
+        return super().parse_args(ctx, marked)
+
+
+def _unmark(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    return value[1:] if value and value.startswith(_MARK) else value
+
+
 def shared_options(command: F) -> F:
     for option in reversed(_SHARED_OPTIONS):
         command = option(command)
@@ -136,9 +166,9 @@ def cli(ctx: click.Context, /, **values: Any) -> None:
     ctx.obj = Options().merged(values)
 
 
-@cli.command(epilog=EXIT_EPILOG)
-@click.argument("connection")
-@click.argument("message", required=False)
+@cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
+@click.argument("connection", callback=_unmark)
+@click.argument("message", required=False, callback=_unmark)
 @click.option(
     "-d",
     "--data",
@@ -175,8 +205,8 @@ def send(
     )
 
 
-@cli.command(epilog=EXIT_EPILOG)
-@click.argument("connection")
+@cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
+@click.argument("connection", callback=_unmark)
 @shared_options
 @click.pass_context
 def status(ctx: click.Context, /, connection: str, **values: Any) -> None:
@@ -195,8 +225,8 @@ def status(ctx: click.Context, /, connection: str, **values: Any) -> None:
     out.status(_call(opts, out, connection, lambda client, cid: client.get_connection(cid)))
 
 
-@cli.command(epilog=EXIT_EPILOG)
-@click.argument("connection")
+@cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
+@click.argument("connection", callback=_unmark)
 @shared_options
 @click.pass_context
 def disconnect(ctx: click.Context, /, connection: str, **values: Any) -> None:
@@ -368,7 +398,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(error.exit_code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
-    except click.ClickException as error:  # usage errors: Click's own message, exit 2
+    except click.exceptions.NoArgsIsHelpError as error:  # bare `wsconn`: the help, exit 2
+        error.show()
+        sys.exit(ExitCode.USAGE)
+    except click.UsageError as error:  # Click's parsing errors, in our one-line form
+        where = error.ctx.command_path if error.ctx else "wsconn"
+        click.echo(f"wsconn: usage: {error.format_message()} (see '{where} --help')", err=True)
+        sys.exit(ExitCode.USAGE)
+    except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
