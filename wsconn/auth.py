@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from wsconn.errors import ConfigError
+from wsconn.errors import ConfigError, NoCredentials
 
 if TYPE_CHECKING:
     import botocore.session
@@ -112,7 +112,7 @@ class AwsConfig:
         with _config_errors():
             found = self._botocore().get_credentials()
             if found is None:
-                raise ConfigError(
+                raise NoCredentials(
                     "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                     "pass --profile NAME, or run `aws configure` / `aws sso login`"
                 )

@@ -119,6 +119,10 @@ class ConfigError(WsconnError):
     kind = "configuration"
 
 
+class NoCredentials(ConfigError):
+    """The credential chain found nothing (the local gateway then generates a pair)."""
+
+
 class ClientError(WsconnError):
     exit_code = ExitCode.CLIENT_ERROR
     kind = "rejected"

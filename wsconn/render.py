@@ -40,6 +40,7 @@ def format_duration(seconds: float) -> str:
 
 
 def iso_ms(moment: datetime) -> str:
+    """``2020-04-30T20:10:33.236Z``: UTC, exactly three millisecond digits, ``Z`` (as the service)."""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
         f"{moment.microsecond // 1000:03d}Z"
     )

@@ -35,26 +35,16 @@ def generate_credentials() -> LocalCredentials:
 def resolve_credentials(profile: str | None = None) -> tuple[LocalCredentials, str]:
     """Credentials the gateway trusts and where they came from.
 
-    Uses botocore's chain (environment, profile, config file, process, SSO, container, IMDS) for
-    ``profile``; the source is botocore's method name (``'env'``, ``'shared-credentials-file'``,
-    ...).
-    When the chain has none, returns a generated local pair with source ``'generated'``.
-    Raises botocore's ``ProfileNotFound`` for an unknown profile.
+    The same resolution as the core commands (wsconn.auth: botocore's chain, with its method name
+    as the source: ``'env'``, ``'shared-credentials-file'``, ...), so a client in the same
+    environment just works. When the chain has none: a generated local pair, source
+    ``'generated'``. Raises ConfigError for an unknown profile or a broken configuration.
     """
-    # Imported here: botocore is slow to import and only this function needs it.
-    import botocore.session
+    from wsconn.auth import AwsConfig
+    from wsconn.errors import NoCredentials
 
-    session = botocore.session.Session(profile=profile)
-    found = session.get_credentials()
-    if found is None:
+    try:
+        found = AwsConfig(profile).credentials()
+    except NoCredentials:
         return generate_credentials(), GENERATED_SOURCE
-    # Refreshable credentials (SSO, roles) are frozen once: the gateway trusts one snapshot.
-    frozen = found.get_frozen_credentials()
-    if not frozen.access_key or not frozen.secret_key:
-        return generate_credentials(), GENERATED_SOURCE
-    credentials = LocalCredentials(
-        access_key=str(frozen.access_key),
-        secret_key=str(frozen.secret_key),
-        token=str(frozen.token) if frozen.token else None,
-    )
-    return credentials, str(getattr(found, "method", None) or "unknown")
+    return LocalCredentials(found.access_key, found.secret_key, found.token), found.source

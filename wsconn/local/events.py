@@ -21,14 +21,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TextIO
 
+from wsconn.render import iso_ms
+
 Event = dict[str, object]
 EventSink = Callable[[Event], None]
-
-
-def iso_ms(moment: datetime) -> str:
-    """``2020-04-30T20:10:33.236Z``: UTC, exactly three millisecond digits, ``Z``."""
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def utc_now() -> datetime:
