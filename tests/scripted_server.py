@@ -7,6 +7,7 @@ raw request target and headers.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -34,15 +35,18 @@ class Recorded:
 class ScriptedServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, script: list[Step]) -> None:
+    def __init__(self, script: list[Step], tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+        self.scheme = "https" if tls else "http"
         self.script = script
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/dev"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}/dev"
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # a client that timed out and hung up is expected here, not news
@@ -83,8 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def scripted(*steps: Step) -> Iterator[ScriptedServer]:
-    server = ScriptedServer(list(steps) or [Step()])
+def scripted(*steps: Step, tls: ssl.SSLContext | None = None) -> Iterator[ScriptedServer]:
+    server = ScriptedServer(list(steps) or [Step()], tls)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

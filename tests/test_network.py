@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,44 @@ def test_5xx_then_success_is_retried(wsconn: Wsconn, status: int) -> None:
     with scripted(Step(status), Step(200)) as server:
         assert wsconn("send", "--endpoint", server.endpoint, "id=", "x").code == 0
         assert len(server.requests) == 2
+
+
+def test_tls_is_verified_and_ca_bundle_trusts_a_private_ca(
+    wsconn: Wsconn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with scripted(Step(200), tls=server_context) as server:
+        untrusted = wsconn("send", "--endpoint", server.endpoint, "--retries", "3", "id=", "x")
+        assert untrusted.code == 7
+        assert "TLS: cannot verify the certificate of 127.0.0.1" in untrusted.stderr
+        assert "--ca-bundle" in untrusted.stderr
+        assert not server.requests  # nothing was sent
+        trusted = wsconn(
+            "send", "--endpoint", server.endpoint, "--ca-bundle", str(bundle), "id=", "x"
+        )
+        assert trusted.code == 0, trusted.stderr
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+        assert wsconn("send", "--endpoint", server.endpoint, "id=", "x").code == 0
+        assert len(server.requests) == 2
+
+
+def test_missing_ca_bundle_is_a_config_error(wsconn: Wsconn, tmp_path: Path) -> None:
+    run = wsconn(
+        "send",
+        "--endpoint",
+        "https://127.0.0.1:9/dev",
+        "--ca-bundle",
+        str(tmp_path / "no.pem"),
+        "id=",
+        "x",
+    )
+    assert run.code == 8
+    assert "no.pem is not a readable file" in run.stderr

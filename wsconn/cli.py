@@ -281,6 +281,33 @@ def disconnect(ctx: click.Context, /, connection: str, **values: Any) -> None:
     metavar="SECONDS",
     help="Close a client after this long in all.",
 )
+@click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    metavar="SHARE",
+    help="Fail this share of management requests (0-1), for testing retries.",
+)
+@click.option(
+    "--fault-status",
+    default="500",
+    show_default=True,
+    metavar="CODES",
+    help="Statuses injected faults answer, e.g. 429,500,503.",
+)
+@click.option(
+    "--retry-after",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Send Retry-After on injected 429s.",
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Delay every management answer by this long.",
+)
 def local(
     host: str,
     port: int,
@@ -291,6 +318,10 @@ def local(
     no_auth: bool,
     idle_timeout: float,
     max_duration: float,
+    fault_rate: float,
+    fault_status: str,
+    retry_after: float | None,
+    latency: float,
 ) -> None:
     """Run a local API Gateway WebSocket endpoint with a faithful @connections API.
 
@@ -304,6 +335,7 @@ def local(
       wsconn local --port 8080 --stage dev
       wsconn local --json --idle-timeout 5 | tee events.jsonl
       WSCONN_ENDPOINT=http://127.0.0.1:8080/dev wsconn send "$ID" hi
+      wsconn local --fault-rate 0.2 --fault-status 429,503 --retry-after 1   # test retries
     """
     _local_extra().run_local(
         host=host,
@@ -315,7 +347,24 @@ def local(
         auth=not no_auth,
         idle_timeout=idle_timeout,
         max_duration=max_duration,
+        fault_rate=fault_rate,
+        fault_statuses=_status_list(fault_status),
+        retry_after=retry_after,
+        latency=latency,
     )
+
+
+def _status_list(text: str) -> tuple[int, ...]:
+    try:
+        statuses = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        statuses = ()
+    if not statuses or not all(400 <= status <= 599 for status in statuses):
+        raise click.BadParameter(
+            f"{text!r}: give HTTP error statuses separated by commas, e.g. 429,500",
+            param_hint="'--fault-status'",
+        )
+    return statuses
 
 
 @cli.command(epilog=EXIT_EPILOG)

@@ -11,14 +11,15 @@ import os
 import random
 import re
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 import requests
-from requests.structures import CaseInsensitiveDict
+import urllib3
+from requests.adapters import HTTPAdapter
 
 from wsconn import __version__
 from wsconn.auth import AwsConfig, Signer
@@ -85,7 +86,7 @@ class ConnectionInfo:
 class _Response:
     status: int
     reason: str
-    headers: CaseInsensitiveDict[str]
+    headers: Mapping[str, str]
     body: bytes
 
 
@@ -101,6 +102,7 @@ class ManagementClient:
         retries: int = 3,
         verify: bool | str = True,
         tracer: Tracer | None = None,
+        connections: int = 1,
     ) -> None:
         self.endpoint = endpoint
         self.signer = signer
@@ -108,10 +110,24 @@ class ManagementClient:
         self.retries = retries
         self.tracer = tracer
         self.session = requests.Session()
-        # Proxies and CA settings from the environment, resolved once instead of per request.
+        # requests configures the transport (proxies from the environment, CA bundle, TLS);
+        # each call then goes straight to its urllib3 pool, skipping the per-call session
+        # machinery that would cost more than signing and sending together.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, connections))
+        self.session.mount(f"{endpoint.scheme}://", adapter)
         settings = self.session.merge_environment_settings(endpoint.url, {}, None, verify, None)
-        self._proxies: MutableMapping[str, str] = settings["proxies"]
-        self._verify: bool | str = settings["verify"] if settings["verify"] is not None else True
+        proxies: dict[str, str] = dict(settings["proxies"])
+        verified: bool | str = settings["verify"] if settings["verify"] is not None else True
+        probe = requests.PreparedRequest()
+        probe.prepare(method="GET", url=endpoint.url + "/")
+        self._pool = cast(
+            urllib3.HTTPConnectionPool,
+            adapter.get_connection_with_tls_context(probe, verified, proxies=proxies),
+        )
+        adapter.cert_verify(self._pool, probe.url or "", verified, None)  # type: ignore[no-untyped-call]
+        # Through an HTTP proxy a request names its absolute URL, else only its path.
+        self._absolute_urls = adapter.request_url(probe, proxies) != probe.path_url
+        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
 
     def close(self) -> None:
         self.session.close()
@@ -193,36 +209,36 @@ class ManagementClient:
     def _send_once(self, method: str, connection_id: str, body: bytes) -> _Response:
         endpoint = self.endpoint
         path = endpoint.connection_path(connection_id)
-        url = f"{endpoint.scheme}://{endpoint.netloc}{path}"
         signed = self.signer.sign(method, endpoint.netloc, path, body)
-        headers = CaseInsensitiveDict(signed.headers)
+        headers = signed.headers
         headers["user-agent"] = USER_AGENT
         if method != "GET":
             headers["content-length"] = str(len(body))
-        request = requests.PreparedRequest()
-        request.method = method
-        request.url = url  # set directly: PreparedRequest.prepare_url would re-quote it
-        request.headers = headers
-        request.body = body or None
+        url = f"{endpoint.scheme}://{endpoint.netloc}{path}"
         if self.tracer:
             self.tracer.request(method, url, headers, body)
             self.tracer.signing(signed.canonical_request, signed.string_to_sign)
         sent = time.perf_counter()
         try:
-            raw = self.session.send(
-                request,
-                timeout=self.timeout,
-                verify=self._verify,
-                proxies=self._proxies,
-                allow_redirects=False,
+            # The path goes out exactly as signed: urllib3 leaves a valid, encoded path as it is.
+            raw = self._pool.urlopen(
+                method,
+                url if self._absolute_urls else path,
+                body=body or None,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=self._timeout,
+                preload_content=True,
+                decode_content=False,
             )
-            content = raw.content
-        except requests.exceptions.RequestException as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _network_error(exc, endpoint, self.timeout) from None
-        response = _Response(raw.status_code, raw.reason or "", raw.headers, content)
+        response = _Response(raw.status, raw.reason or "", raw.headers, raw.data)
         if self.tracer:
             self.tracer.response(
-                response.status, response.reason, response.headers, content, _ms_since(sent)
+                response.status, response.reason, response.headers, raw.data, _ms_since(sent)
             )
         return response
 
@@ -372,11 +388,11 @@ def _error_for(
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^)'\"]+)")
 
 
-def _network_error(
-    exc: requests.exceptions.RequestException, endpoint: Endpoint, timeout: float
-) -> NetworkError:
+def _network_error(exc: Exception, endpoint: Endpoint, timeout: float) -> NetworkError:
+    """One line for a transport failure: TLS, timeout, DNS, refused, reset."""
     where = endpoint.netloc
-    if isinstance(exc, requests.exceptions.SSLError):
+    errors = urllib3.exceptions
+    if isinstance(exc, errors.SSLError):
         reason = str(exc)
         if "CERTIFICATE_VERIFY_FAILED" in reason:
             match = re.search(r"certificate verify failed: ([^(')]+)", reason)
@@ -386,22 +402,27 @@ def _network_error(
                 "pass --ca-bundle PATH or set AWS_CA_BUNDLE to trust its CA"
             )
         else:
-            message = f"TLS handshake with {where} failed"
+            message = f"TLS handshake with {where} failed: {reason}"
         return NetworkError(message, error_type="tls")
-    if isinstance(exc, requests.exceptions.Timeout):
-        phase = (
-            "connecting to"
-            if isinstance(exc, requests.exceptions.ConnectTimeout)
-            else "waiting for"
-        )
-        return NetworkError(f"timed out after {timeout:g}s {phase} {where}", error_type="timeout")
-    if isinstance(exc, requests.exceptions.ProxyError):
+    if isinstance(exc, errors.ProxyError):
         return NetworkError(f"the proxy for {where} failed: {exc}", error_type="proxy")
+    if isinstance(exc, errors.NameResolutionError):
+        return NetworkError(f"cannot resolve {where}: no such host", error_type="connection")
+    if isinstance(exc, errors.ConnectTimeoutError) and not isinstance(
+        exc, errors.NewConnectionError
+    ):
+        return NetworkError(
+            f"timed out after {timeout:g}s connecting to {where}", error_type="timeout"
+        )
+    if isinstance(exc, errors.ReadTimeoutError | TimeoutError):
+        return NetworkError(
+            f"timed out after {timeout:g}s waiting for {where}", error_type="timeout"
+        )
     match = _ERRNO.search(str(exc))
     if match:
         why = match.group(1).strip().lower()
-    elif "RemoteDisconnected" in str(exc) or "Connection aborted" in str(exc):
+    elif "RemoteDisconnected" in str(exc) or "aborted" in str(exc):
         why = "the server closed the connection without answering"
     else:
-        why = type(exc).__name__
+        why = str(exc) or type(exc).__name__
     return NetworkError(f"cannot reach {where}: {why}", error_type="connection")

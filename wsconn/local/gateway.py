@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import random
 import secrets
 import string
 import threading
@@ -95,6 +96,12 @@ class GatewayConfig:
     id_factory: Callable[[], str] | None = None  # None = real-shaped random ids
     # Where explicitly given credentials came from, for the listening event.
     credential_source: str = "explicit"
+    # Fault injection, for testing clients: this share of management requests (after the
+    # signature check, before anything is delivered) answers one of fault_statuses instead.
+    fault_rate: float = 0.0
+    fault_statuses: tuple[int, ...] = (500,)
+    retry_after: float | None = None  # a Retry-After header on injected 429s
+    latency: float = 0.0  # seconds added before answering each management request
 
 
 @dataclass(eq=False)
@@ -125,10 +132,11 @@ class _Refusal:
     """A refused management request: status, AWS error type, body message, short why."""
 
     status: int
-    error_type: str
+    error_type: str | None
     message: str | None
     reason: str
     close_connection: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class _Refused(Exception):
@@ -221,6 +229,7 @@ class LocalGateway:
         self._sessions: set[_Connection] = set()
         self._shutting_down = False
         self._runner: web.AppRunner | None = None
+        self._random = random.Random()
 
     @property
     def _base(self) -> str:
@@ -321,6 +330,8 @@ class LocalGateway:
         if refusal.message is not None:
             payload = {"message": refusal.message}
         response = _response(refusal.status, payload, refusal.error_type)
+        for name, value in refusal.headers:
+            response.headers[name] = value
         if refusal.close_connection:
             response.force_close()
         return response
@@ -334,9 +345,13 @@ class LocalGateway:
             raise _forbidden("not a WebSocket upgrade")
         if request.method not in ("POST", "GET", "DELETE"):
             raise _forbidden(f"method {request.method} not allowed")
+        if self.config.latency:
+            await asyncio.sleep(self.config.latency)
         body, size, payload_hash = await self._read_body(request)
         if self.config.auth:
             self._verify(request, payload_hash)
+        if self.config.fault_rate and self._random.random() < self.config.fault_rate:
+            raise _Refused(self._fault())
         connection_id = _decode_id(raw_id)
         if size > MAX_POST_BYTES:
             raise _too_large(f"body of {size} bytes")
@@ -393,6 +408,19 @@ class LocalGateway:
             )
         except sigv4.SignatureError as error:
             raise _Refused(_Refusal(403, error.error_type, error.message, error.reason)) from None
+
+    def _fault(self) -> _Refusal:
+        """An injected failure, shaped as the service answers it."""
+        status = self._random.choice(self.config.fault_statuses)
+        if status == 429:
+            headers: tuple[tuple[str, str], ...] = ()
+            if self.config.retry_after is not None:
+                headers = (("Retry-After", f"{self.config.retry_after:g}"),)
+            return _Refusal(
+                429, "LimitExceededException", "Too Many Requests", "injected fault", False, headers
+            )
+        error_type = "InternalServerErrorException" if status == 500 else None
+        return _Refusal(status, error_type, "Internal server error", "injected fault")
 
     # -- management operations --------------------------------------------------------------
 

@@ -30,6 +30,10 @@ def run_local(
     auth: bool,
     idle_timeout: float,
     max_duration: float,
+    fault_rate: float = 0.0,
+    fault_statuses: tuple[int, ...] = (500,),
+    retry_after: float | None = None,
+    latency: float = 0.0,
 ) -> None:
     """Serve until Ctrl-C (then every client is closed with 1001 and this returns)."""
     from wsconn.auth import AwsConfig
@@ -46,13 +50,22 @@ def run_local(
         auth=auth,
         credentials=credentials,
         credential_source=source,
+        fault_rate=fault_rate,
+        fault_statuses=fault_statuses,
+        retry_after=retry_after,
+        latency=latency,
     )
     printer = EventPrinter(json_lines=json_events)
     if not auth:
         printer.warn(
             "signature checking is OFF (--no-auth): every request is accepted, signed or not"
         )
-    elif source == GENERATED_SOURCE:
+    if fault_rate:
+        printer.warn(
+            f"injecting faults: {fault_rate:.0%} of management requests answer "
+            + "/".join(str(status) for status in fault_statuses)
+        )
+    if auth and source == GENERATED_SOURCE:
         printer.generated_credentials(credentials.access_key, credentials.secret_key, region)
     try:
         asyncio.run(serve(config, printer))
