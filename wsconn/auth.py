@@ -58,6 +58,7 @@ class AwsConfig:
         self.profile = profile  # --profile; AWS_PROFILE is botocore's to read
         self._session: botocore.session.Session | None = None
         self._section: dict[str, object] | None = None
+        self._credentials: Credentials | None = None
 
     def _botocore(self) -> botocore.session.Session:
         if self._session is None:
@@ -105,6 +106,11 @@ class AwsConfig:
 
     def credentials(self) -> Credentials:
         """Resolve the credential chain once; raise ConfigError with the reason when it fails."""
+        if self._credentials is None:
+            self._credentials = self._resolve_credentials()
+        return self._credentials
+
+    def _resolve_credentials(self) -> Credentials:
         if self.profile is None:
             found_in_env = _env_credentials()
             if found_in_env is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -143,6 +144,88 @@ def _unmark(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     return value[1:] if value and value.startswith(_MARK) else value
 
 
+_BULK_OPTIONS = [
+    click.option(
+        "--ids",
+        metavar="FILE|-",
+        help="Many connections: one id or connection URL per line (- for stdin); "
+        "blank lines and # comments skipped.",
+    ),
+    click.option(
+        "-j",
+        "--concurrency",
+        type=click.IntRange(1, 256),
+        metavar="N",
+        help="With --ids: requests in flight [default: 16].",
+    ),
+    click.option(
+        "--rate",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="R",
+        help="With --ids: at most R requests per second in all.",
+    ),
+    click.option(
+        "--gone-out",
+        type=click.Path(dir_okay=False, writable=True),
+        metavar="FILE",
+        help="With --ids: write the ids that answered 410 (gone) here.",
+    ),
+    click.option(
+        "--failed-out",
+        type=click.Path(dir_okay=False, writable=True),
+        metavar="FILE",
+        help="With --ids: write the ids that failed or were not attempted here (re-run with --ids FILE).",
+    ),
+    click.option("--unique", is_flag=True, default=None, help="With --ids: skip ids listed twice."),
+]
+
+
+class Bulk(NamedTuple):
+    """The fan-out options, when --ids is given."""
+
+    ids: str
+    concurrency: int
+    rate: float | None
+    gone_out: str | None
+    failed_out: str | None
+    unique: bool
+
+
+def _bulk(values: dict[str, Any], connection: str | None) -> Bulk | None:
+    """The fan-out options, or None for a single call; usage errors for a mix of the two."""
+    from wsconn.errors import UsageError
+
+    ids = values.get("ids")
+    extra = [
+        name
+        for name in ("concurrency", "rate", "gone_out", "failed_out", "unique")
+        if values.get(name) is not None
+    ]
+    if ids is None:
+        if extra:
+            option = "--" + extra[0].replace("_", "-")
+            raise UsageError(f"{option} goes with --ids FILE")
+        if connection is None:
+            raise UsageError("missing CONNECTION (a connection id or URL), or --ids FILE")
+        return None
+    if connection is not None:
+        raise UsageError("give either CONNECTION or --ids FILE, not both")
+    return Bulk(
+        ids,
+        values.get("concurrency") or 16,
+        values.get("rate"),
+        values.get("gone_out"),
+        values.get("failed_out"),
+        bool(values.get("unique")),
+    )
+
+
+def bulk_options(command: F) -> F:
+    for option in reversed(_BULK_OPTIONS):
+        command = option(command)
+    return command
+
+
 def shared_options(command: F) -> F:
     for option in reversed(_SHARED_OPTIONS):
         command = option(command)
@@ -167,7 +250,7 @@ def cli(ctx: click.Context, /, **values: Any) -> None:
 
 
 @cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
-@click.argument("connection", callback=_unmark)
+@click.argument("connection", required=False, callback=_unmark)
 @click.argument("message", required=False, callback=_unmark)
 @click.option(
     "-d",
@@ -175,10 +258,16 @@ def cli(ctx: click.Context, /, **values: Any) -> None:
     metavar="TEXT|@FILE|@-",
     help="The message: TEXT, @FILE (bytes as they are), or @- for stdin.",
 )
+@bulk_options
 @shared_options
 @click.pass_context
 def send(
-    ctx: click.Context, /, connection: str, message: str | None, data: str | None, **values: Any
+    ctx: click.Context,
+    /,
+    connection: str | None,
+    message: str | None,
+    data: str | None,
+    **values: Any,
 ) -> None:
     """Send MESSAGE to one connection (POST @connections/{id}).
 
@@ -190,26 +279,36 @@ def send(
       wsconn send --endpoint https://abc123.execute-api.us-east-1.amazonaws.com/prod R0oXAdfD0kwCH6w= hi
       echo '{"type":"ping"}' | wsconn send R0oXAdfD0kwCH6w=
       wsconn send -d @image.png https://abc123.execute-api.eu-west-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w=
+      jq -r .connectionId conns.json | wsconn send --ids - -d '{"type":"refresh"}' --gone-out gone.txt
     """
     from wsconn.message import read_message
 
     opts = _options(ctx, values)
+    bulk = _bulk(values, connection)
+    if bulk is not None:
+        from wsconn.errors import UsageError
+
+        if data is None or message is not None:
+            raise UsageError("with --ids, give the message with -d TEXT or -d @FILE")
+        if data == "@-" and bulk.ids == "-":
+            raise UsageError("standard input cannot hold both the ids and the message")
+        payload = read_message(None, data)
+        ctx.exit(_run_bulk(opts, bulk, "sent", lambda c, cid: c.post_to_connection(cid, payload)))
     out = _output(opts)
     try:
         payload = read_message(message, data)
     except WsconnError as error:
         out.failed(error, None)
         raise
-    out.sent(
-        _call(opts, out, connection, lambda client, cid: client.post_to_connection(cid, payload))
-    )
+    out.sent(_call(opts, out, connection or "", lambda c, cid: c.post_to_connection(cid, payload)))
 
 
 @cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
-@click.argument("connection", callback=_unmark)
+@click.argument("connection", required=False, callback=_unmark)
+@bulk_options
 @shared_options
 @click.pass_context
-def status(ctx: click.Context, /, connection: str, **values: Any) -> None:
+def status(ctx: click.Context, /, connection: str | None, **values: Any) -> None:
     """Show one connection's state (GET @connections/{id}).
 
     Connected at, last active, idle time, source IP, user agent, and the time left until the
@@ -219,29 +318,36 @@ def status(ctx: click.Context, /, connection: str, **values: Any) -> None:
     Examples:
       wsconn status --endpoint wss://abc123.execute-api.us-east-1.amazonaws.com/prod R0oXAdfD0kwCH6w=
       wsconn status -o json "$CALLBACK_URL/@connections/$ID" | jq .lastActiveAt
+      wsconn status --ids ids.txt -o json | jq -r 'select(.outcome == "connected") | .connectionId'
     """
     opts = _options(ctx, values)
+    bulk = _bulk(values, connection)
+    if bulk is not None:
+        ctx.exit(_run_bulk(opts, bulk, "connected", lambda c, cid: c.get_connection(cid)))
     out = _output(opts)
-    out.status(_call(opts, out, connection, lambda client, cid: client.get_connection(cid)))
+    out.status(_call(opts, out, connection or "", lambda c, cid: c.get_connection(cid)))
 
 
 @cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
-@click.argument("connection", callback=_unmark)
+@click.argument("connection", required=False, callback=_unmark)
+@bulk_options
 @shared_options
 @click.pass_context
-def disconnect(ctx: click.Context, /, connection: str, **values: Any) -> None:
+def disconnect(ctx: click.Context, /, connection: str | None, **values: Any) -> None:
     """Disconnect one client (DELETE @connections/{id}).
 
     \b
     Examples:
       wsconn disconnect --api-id abc123 --stage prod --region us-east-1 R0oXAdfD0kwCH6w=
       wsconn disconnect "$(cat stuck-connection-url.txt)" && echo closed
+      wsconn disconnect --ids stuck.txt --rate 50 --failed-out retry.txt
     """
     opts = _options(ctx, values)
+    bulk = _bulk(values, connection)
+    if bulk is not None:
+        ctx.exit(_run_bulk(opts, bulk, "disconnected", lambda c, cid: c.delete_connection(cid)))
     out = _output(opts)
-    out.disconnected(
-        _call(opts, out, connection, lambda client, cid: client.delete_connection(cid))
-    )
+    out.disconnected(_call(opts, out, connection or "", lambda c, cid: c.delete_connection(cid)))
 
 
 @cli.command(epilog=EXIT_EPILOG)
@@ -436,12 +542,74 @@ def _call(
         raise
 
 
+def _run_bulk(
+    opts: Options, bulk: Bulk, success_word: str, call: Callable[[ManagementClient, str], Any]
+) -> int:
+    """Fan one call out over --ids; every id gets a result line. Returns the run's exit code."""
+    from wsconn import fanout
+    from wsconn.auth import AwsConfig
+    from wsconn.client import open_client
+    from wsconn.endpoint import Endpoint, resolve_target
+    from wsconn.render import BulkOutput
+
+    config = AwsConfig(opts.profile)
+    config.credentials()  # no credentials: say so once, before reading a single id
+    pacer = fanout.RunPacer(bulk.rate, threading.Event())
+
+    def resolve(line: str) -> tuple[Endpoint, str]:
+        target = resolve_target(
+            line,
+            endpoint=opts.endpoint,
+            api_id=opts.api_id,
+            stage=opts.stage,
+            region=lambda: opts.region or config.configured_region(),
+            environ=os.environ,
+        )
+        return target.endpoint, target.connection_id
+
+    def make(endpoint: Endpoint) -> ManagementClient:
+        return open_client(
+            endpoint,
+            config,
+            region=opts.region,
+            timeout=opts.timeout,
+            retries=opts.retries,
+            ca_bundle=opts.ca_bundle,
+            tracer=None,
+            connections=bulk.concurrency,
+            pacer=pacer,
+        )
+
+    out = BulkOutput(opts.output, success_word, None)
+    if out.show_progress:
+        out.total = fanout.count_ids(bulk.ids)
+    clients = fanout.ClientCache(make, resolve)
+    with (
+        fanout.open_ids(bulk.ids) as ids,
+        fanout.open_list(bulk.gone_out) as gone_out,
+        fanout.open_list(bulk.failed_out) as failed_out,
+    ):
+        run = fanout.FanOut(
+            ids=ids,
+            unique=bulk.unique,
+            concurrency=bulk.concurrency,
+            pacer=pacer,
+            client_for=clients,
+            call=call,
+        )
+        try:
+            return fanout.run(run, out, gone_out=gone_out, failed_out=failed_out)
+        finally:
+            clients.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: Click's parsing, our exit codes, never a traceback for a user."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or bool(os.environ.get("WSCONN_DEBUG"))
     try:
-        cli.main(args=args, prog_name="wsconn", standalone_mode=False)
+        # Without standalone mode Click returns ctx.exit()'s code instead of exiting.
+        code = cli.main(args=args, prog_name="wsconn", standalone_mode=False)
     except WsconnError as error:
         error.show()
         sys.exit(error.exit_code)
@@ -476,7 +644,7 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(ExitCode.INTERNAL)
-    sys.exit(ExitCode.OK)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
 
 
 def _silence_stdout() -> None:

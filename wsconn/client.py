@@ -43,6 +43,25 @@ BACKOFF_CAP = 8.0
 RETRY_AFTER_CAP = 20.0  # a throttled id still gives up well under a minute with 3 retries
 
 
+class Pacer(Protocol):
+    """Paces many concurrent calls as one run (fan-out); a single call has none."""
+
+    def wait(self) -> None:
+        """Block until a request may start (rate limit, run-wide pause after a 429)."""
+
+    def succeeded(self) -> None: ...
+
+    def throttled(self, delay: float) -> None:
+        """A 429: pause every worker for `delay` and lower the run's request rate."""
+
+    def sleep(self, delay: float) -> None:
+        """A back-off sleep that ends early when the run is stopping."""
+
+    def stopping(self) -> bool:
+        """True once the run is interrupted: no further retries."""
+        ...
+
+
 class Tracer(Protocol):
     """What -v shows. Implemented by the renderer; the client only reports."""
 
@@ -103,8 +122,10 @@ class ManagementClient:
         verify: bool | str = True,
         tracer: Tracer | None = None,
         connections: int = 1,
+        pacer: Pacer | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.pacer = pacer
         self.signer = signer
         self.timeout = timeout
         self.retries = retries
@@ -171,11 +192,14 @@ class ManagementClient:
 
     def _call(self, method: str, connection_id: str, body: bytes) -> tuple[_Response, int, float]:
         """Send with retries (429, 5xx, connection errors); map the final answer to an error."""
+        pacer = self.pacer
         started = time.perf_counter()
         attempt = 0
         while True:
             attempt += 1
             retry_after: float | None = None
+            if pacer is not None:
+                pacer.wait()
             try:
                 response = self._send_once(method, connection_id, body)
             except WsconnError as error:
@@ -185,20 +209,27 @@ class ManagementClient:
                 why = str(error.message)
             else:
                 if 200 <= response.status < 300:
+                    if pacer is not None:
+                        pacer.succeeded()
                     return response, attempt, _ms_since(started)
                 final = _error_for(response, connection_id, method, len(body), attempt)
                 if not (response.status == 429 or response.status >= 500):
                     raise self._finish(final, attempt, started)
                 why = f"{response.status} {final.error_type or response.reason}"
                 retry_after = _retry_after(response.headers)
-            if attempt > self.retries:
+            if attempt > self.retries or (pacer is not None and pacer.stopping()):
                 raise self._finish(final, attempt, started)
             delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
             if retry_after is not None:
                 delay = min(max(delay, retry_after), RETRY_AFTER_CAP)
             if self.tracer:
                 self.tracer.retry(attempt, delay, why)
-            time.sleep(delay)
+            if pacer is None:
+                time.sleep(delay)
+            elif isinstance(final, Throttled):
+                pacer.throttled(delay)  # the whole run slows down, not only this id
+            else:
+                pacer.sleep(delay)
 
     @staticmethod
     def _finish(error: WsconnError, attempts: int, started: float) -> WsconnError:
@@ -252,6 +283,8 @@ def open_client(
     retries: int,
     ca_bundle: str | None,
     tracer: Tracer | None,
+    connections: int = 1,
+    pacer: Pacer | None = None,
 ) -> ManagementClient:
     """A client for one endpoint: region, credentials and CA bundle resolved, in that order.
 
@@ -275,6 +308,8 @@ def open_client(
         retries=retries,
         verify=bundle or True,
         tracer=tracer,
+        connections=connections,
+        pacer=pacer,
     )
 
 

@@ -10,9 +10,10 @@ import json
 import re
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from wsconn.client import ConnectionInfo, Result
+    from wsconn.fanout import Outcome, Summary
 
 IDLE_TIMEOUT = 600.0  # the service closes a connection after 10 idle minutes
 MAX_DURATION = 7200.0  # ... and after 2 hours in all
@@ -363,3 +365,94 @@ class DemoPrinter:
 
 def _escape(text: str) -> str:
     return text.replace("[", r"\[")
+
+
+class BulkOutput:
+    """Fan-out results: a JSON line or a text line per id on stdout (a rich progress bar
+    instead when stdout is a terminal), a progress bar on a terminal's stderr, and a summary."""
+
+    def __init__(self, mode: str, success_word: str, total: int | None) -> None:
+        if mode == "auto":
+            mode = "rich" if sys.stdout.isatty() else "text"
+        self.mode = mode
+        self.success_word = success_word
+        self.total = total
+        # Not when JSON lines and the bar would share one terminal.
+        self.show_progress = sys.stderr.isatty() and not (mode == "json" and sys.stdout.isatty())
+        self._progress: Any = None
+        self._task: Any = None
+        self._last_refresh = 0.0
+
+    def result(self, outcome: Outcome, summary: Summary) -> None:
+        if self.mode == "json":
+            sys.stdout.write(json.dumps(outcome.as_json(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif self.mode == "text":
+            status = outcome.http_status if outcome.http_status is not None else "-"
+            latency = f"{outcome.latency_ms:.1f}" if outcome.latency_ms is not None else "-"
+            sys.stdout.write(
+                f"{outcome.connection_id or outcome.line}\t{outcome.outcome}\t{status}\t"
+                f"{outcome.attempts}\t{latency}\n"
+            )
+            sys.stdout.flush()
+        if self.show_progress:
+            self._advance(summary)
+
+    def _advance(self, summary: Summary) -> None:
+        now = time.monotonic()
+        if self._progress is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.fields[of]}"),
+                TextColumn("{task.fields[rate]:.0f}/s"),
+                TextColumn("[green]{task.fields[ok]} " + self.success_word),
+                TextColumn("[yellow]{task.fields[gone]} gone"),
+                TextColumn("[red]{task.fields[failed]} failed"),
+                TimeElapsedColumn(),
+                console=self._console(),
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(
+                "wsconn", total=self.total, of=self.total or "?", rate=0, ok=0, gone=0, failed=0
+            )
+        if now - self._last_refresh < 0.1 and summary.done != self.total:
+            return
+        self._last_refresh = now
+        self._progress.update(
+            self._task,
+            completed=summary.done,
+            rate=summary.requests_per_second,
+            ok=summary.succeeded,
+            gone=summary.gone,
+            failed=summary.failed + summary.not_attempted,
+        )
+
+    def _console(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True)
+
+    def stopping(self) -> None:
+        click.echo(
+            "wsconn: stopping: no new requests; waiting for those in flight "
+            "(Ctrl-C again to quit at once)",
+            err=True,
+        )
+
+    def finish(self, summary: Summary) -> None:
+        if self._progress is not None:
+            self._advance(summary)
+            self._progress.stop()
+        p50, p99 = summary.percentile(0.5), summary.percentile(0.99)
+        latency = f"; p50 {p50} ms, p99 {p99} ms" if p50 is not None else ""
+        skipped = f", {summary.not_attempted} not attempted" if summary.not_attempted else ""
+        click.echo(
+            f"wsconn: {summary.succeeded} {self.success_word}, {summary.gone} gone, "
+            f"{summary.failed} failed{skipped} of {summary.done} in {summary.seconds:.2f}s "
+            f"({summary.requests_per_second:.0f} requests/s{latency})",
+            err=True,
+        )

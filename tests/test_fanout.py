@@ -1,0 +1,372 @@
+"""Fan-out (`--ids`) against the local gateway with live WebSocket clients: every id accounted for."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.conftest import Run
+from wsconn.local.gateway import GatewayConfig, GatewayThread
+
+Wsconn = Callable[..., Run]
+
+
+class Clients:
+    """Live WebSocket clients, each counting what it receives in a thread of its own."""
+
+    def __init__(self, gateway: Any, count: int) -> None:
+        self.gateway = gateway
+        self.connections: list[ClientConnection] = []
+        self.ids: list[str] = []
+        self.received: Counter[str] = Counter()
+        self.messages: dict[str, list[str | bytes]] = {}
+        self.closed: set[str] = set()
+        self._lock = threading.Lock()
+        self._stack = ExitStack()
+        for _ in range(count):
+            seen = {e.get("connectionId") for e in gateway.events if e["event"] == "connect"}
+            ws = self._stack.enter_context(connect(gateway.ws_url, open_timeout=10))
+            cid = _new_connect(gateway, seen)
+            self.connections.append(ws)
+            self.ids.append(cid)
+            self.messages[cid] = []
+            threading.Thread(target=self._drain, args=(ws, cid), daemon=True).start()
+
+    def _drain(self, ws: ClientConnection, cid: str) -> None:
+        try:
+            while True:
+                message = ws.recv()
+                with self._lock:
+                    self.received[cid] += 1
+                    self.messages[cid].append(message)
+        except ConnectionClosed:
+            with self._lock:
+                self.closed.add(cid)
+
+    def wait_for(self, total: int, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(self.received.values()) < total and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)  # and nothing more arrives
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _new_connect(gateway: Any, seen: set[object]) -> str:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for event in list(gateway.events):
+            if event["event"] == "connect" and event["connectionId"] not in seen:
+                return str(event["connectionId"])
+        time.sleep(0.005)
+    raise AssertionError("no connect event")
+
+
+@contextmanager
+def clients(gateway: Any, count: int) -> Iterator[Clients]:
+    live = Clients(gateway, count)
+    try:
+        yield live
+    finally:
+        live.close()
+
+
+@contextmanager
+def started(config: GatewayConfig) -> Iterator[Any]:
+    events: list[dict[str, object]] = []
+    with GatewayThread(config, on_event=events.append) as gw:
+        gw.events = events  # type: ignore[attr-defined]
+        yield gw
+
+
+def json_lines(run: Run) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+GONE = ["AAAAAAAAAAAAAAA=", "BBBBBBBBBBBBBBB=", "a+b/c="]
+
+
+def test_broadcast_reaches_every_client_exactly_once(
+    gateway: Any, wsconn: Wsconn, tmp_path: Path
+) -> None:
+    with clients(gateway, 20) as live:
+        ids = tmp_path / "ids.txt"
+        ids.write_text("\n".join(live.ids + GONE) + "\n")
+        gone_out, failed_out = tmp_path / "gone.txt", tmp_path / "failed.txt"
+        run = wsconn(
+            "send", "--endpoint", gateway.endpoint, "--ids", str(ids), "-d", "broadcast",
+            "-o", "json", "--gone-out", str(gone_out), "--failed-out", str(failed_out),
+        )  # fmt: skip
+        assert run.code == 3, run.stderr  # all succeeded but some gone
+        live.wait_for(20)
+        assert live.received == Counter({cid: 1 for cid in live.ids})
+        assert all(m == ["broadcast"] for m in live.messages.values())
+        results = json_lines(run)
+        assert Counter(r["connectionId"] for r in results) == Counter(live.ids + GONE)
+        assert {r["connectionId"] for r in results if r["outcome"] == "sent"} == set(live.ids)
+        assert sorted(gone_out.read_text().split()) == sorted(GONE)
+        assert failed_out.read_text() == ""
+        assert "20 sent, 3 gone, 0 failed of 23" in run.stderr
+
+
+def test_a_line_listed_twice_is_sent_twice_unless_unique(
+    gateway: Any, wsconn: Wsconn, tmp_path: Path
+) -> None:
+    with clients(gateway, 2) as live:
+        ids = tmp_path / "ids.txt"
+        ids.write_text("\n".join([live.ids[0], live.ids[0], live.ids[1]]) + "\n")
+        run = wsconn("send", "--endpoint", gateway.endpoint, "--ids", str(ids), "-d", "x")
+        assert run.code == 0, run.stderr
+        live.wait_for(3)
+        assert live.received == Counter({live.ids[0]: 2, live.ids[1]: 1})
+        assert len(run.stdout.splitlines()) == 3  # a tab-separated line per input line
+        run = wsconn(
+            "send", "--endpoint", gateway.endpoint, "--ids", str(ids), "-d", "y", "--unique"
+        )
+        assert run.code == 0
+        live.wait_for(5)
+        assert live.received == Counter({live.ids[0]: 3, live.ids[1]: 2})
+
+
+def test_stdin_ids_with_crlf_bom_comments_and_urls(gateway: Any, wsconn: Wsconn) -> None:
+    with clients(gateway, 3) as live:
+        a, b, c = live.ids
+        text = (
+            f"\ufeff{a}\r\n\r\n# a comment\r\n  {b}  \r\n"
+            f"{gateway.endpoint}/%40connections/{c.replace('=', '%3D')}\r\n"
+        )
+        run = wsconn(
+            "send",
+            "--endpoint",
+            gateway.endpoint,
+            "--ids",
+            "-",
+            "-d",
+            "hi",
+            "-o",
+            "json",
+            input=text,
+        )
+        assert run.code == 0, run.stderr
+        live.wait_for(3)
+        assert live.received == Counter({a: 1, b: 1, c: 1})
+        assert sorted(r["connectionId"] for r in json_lines(run)) == sorted(live.ids)
+
+
+def test_bulk_status_and_bulk_disconnect(gateway: Any, wsconn: Wsconn, tmp_path: Path) -> None:
+    with clients(gateway, 5) as live:
+        ids = tmp_path / "ids.txt"
+        ids.write_text("\n".join([*live.ids, GONE[0]]) + "\n")
+        run = wsconn("status", "--endpoint", gateway.endpoint, "--ids", str(ids), "-o", "json")
+        assert run.code == 3
+        by_id = {r["connectionId"]: r for r in json_lines(run)}
+        for cid in live.ids:
+            assert by_id[cid]["outcome"] == "connected"
+            assert by_id[cid]["identity"]["sourceIp"] == "127.0.0.1"
+            assert by_id[cid]["connectedAt"].endswith("Z")
+        assert by_id[GONE[0]]["outcome"] == "gone"
+        run = wsconn("disconnect", "--endpoint", gateway.endpoint, "--ids", str(ids), "-o", "json")
+        assert run.code == 3
+        assert Counter(r["outcome"] for r in json_lines(run)) == Counter(
+            {"disconnected": 5, "gone": 1}
+        )
+        deadline = time.monotonic() + 10
+        while len(live.closed) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert live.closed == set(live.ids)
+        run = wsconn("status", "--endpoint", gateway.endpoint, "--ids", str(ids))
+        assert run.code == 3 and "0 connected, 6 gone" in run.stderr
+
+
+def test_throttling_and_5xx_are_retried_and_every_id_delivered_once(
+    wsconn: Wsconn, tmp_path: Path
+) -> None:
+    config = GatewayConfig(port=0, fault_rate=0.4, fault_statuses=(429, 500, 503), retry_after=0)
+    with started(config) as gw, clients(gw, 30) as live:
+        ids = tmp_path / "ids.txt"
+        ids.write_text("\n".join(live.ids) + "\n")
+        run = wsconn(
+            "send", "--endpoint", gw.endpoint, "--ids", str(ids), "-d", "m", "-o", "json",
+            "--retries", "10", "-j", "8",
+        )  # fmt: skip
+        assert run.code == 0, run.stderr
+        results = json_lines(run)
+        assert len(results) == 30 and {r["outcome"] for r in results} == {"sent"}
+        assert any(r["attempts"] > 1 for r in results)  # faults happened and were retried
+        live.wait_for(30)
+        assert live.received == Counter({cid: 1 for cid in live.ids})
+        faults = [e for e in gw.events if e["event"] == "denied"]
+        assert faults and {e["status"] for e in faults} <= {429, 500, 503}
+
+
+def test_persistent_failures_are_accounted_for_and_resumable(
+    wsconn: Wsconn, tmp_path: Path
+) -> None:
+    ids = tmp_path / "ids.txt"
+    failed_out = tmp_path / "failed.txt"
+    config = GatewayConfig(port=0, fault_rate=1.0, fault_statuses=(503,))
+    with started(config) as gw, clients(gw, 4) as live:
+        ids.write_text("\n".join(live.ids) + "\n")
+        run = wsconn(
+            "send", "--endpoint", gw.endpoint, "--ids", str(ids), "-d", "m",
+            "--retries", "1", "-o", "json", "--failed-out", str(failed_out),
+        )  # fmt: skip
+        assert run.code == 10
+        assert {r["outcome"] for r in json_lines(run)} == {"server-error"}
+        assert sorted(failed_out.read_text().split()) == sorted(live.ids)
+        assert sum(live.received.values()) == 0  # a refused POST delivers nothing
+
+
+def test_ctrl_c_mid_run_accounts_for_every_id(tmp_path: Path) -> None:
+    config = GatewayConfig(port=0, latency=0.05)
+    with started(config) as gw, clients(gw, 5) as live:
+        lines = [live.ids[i % 5] for i in range(400)]
+        ids = tmp_path / "ids.txt"
+        ids.write_text("\n".join(lines) + "\n")
+        failed_out = tmp_path / "failed.txt"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wsconn",
+                "send",
+                "--endpoint",
+                gw.endpoint,
+                "--ids",
+                str(ids),
+                "-d",
+                "m",
+                "-j",
+                "2",
+                "-o",
+                "json",
+                "--failed-out",
+                str(failed_out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=os.environ.copy(),
+        )
+        assert process.stdout is not None
+        first = [process.stdout.readline() for _ in range(5)]  # some results are in
+        process.send_signal(signal.SIGINT)
+        # Read on through the same buffered reader (communicate() would skip what it holds).
+        rest = process.stdout.read()
+        err = process.stderr.read() if process.stderr else b""
+        process.wait(timeout=60)
+        assert process.returncode == 130, err
+        results = [json.loads(line) for line in [*first, *rest.splitlines()] if line.strip()]
+        assert len(results) == 400, err  # every input line has its result line
+        sent = [r for r in results if r["outcome"] == "sent"]
+        not_attempted = [r for r in results if r["outcome"] == "not-attempted"]
+        assert sent and not_attempted and len(sent) + len(not_attempted) == 400
+        assert len(failed_out.read_text().split()) == len(not_attempted)
+        assert b"Traceback" not in err and b"not attempted of 400" in err
+        live.wait_for(len(sent))
+        assert sum(live.received.values()) == len(sent)  # what was reported sent, arrived
+        # --failed-out resumes exactly what was left.
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wsconn",
+                "send",
+                "--endpoint",
+                gw.endpoint,
+                "--ids",
+                str(failed_out),
+                "-d",
+                "m",
+                "-j",
+                "16",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert process.returncode == 0, process.stderr
+        live.wait_for(400)
+        assert sum(live.received.values()) == 400
+        assert Counter(live.received) == Counter(lines)
+
+
+def test_rate_caps_requests_per_second(gateway: Any, wsconn: Wsconn, tmp_path: Path) -> None:
+    with clients(gateway, 1) as live:
+        ids = tmp_path / "ids.txt"
+        ids.write_text((live.ids[0] + "\n") * 11)
+        began = time.monotonic()
+        run = wsconn(
+            "send", "--endpoint", gateway.endpoint, "--ids", str(ids), "-d", "r", "--rate", "20"
+        )
+        assert run.code == 0
+        # 11 requests at 20/s cannot all start in less than 10 intervals of 50 ms.
+        assert time.monotonic() - began >= 0.45
+
+
+def test_lines_naming_other_endpoints_go_there(wsconn: Wsconn, tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        one = stack.enter_context(started(GatewayConfig(port=0)))
+        two = stack.enter_context(started(GatewayConfig(port=0, stage="prod")))
+        live_one = stack.enter_context(clients(one, 1))
+        live_two = stack.enter_context(clients(two, 1))
+        ids = tmp_path / "ids.txt"
+        ids.write_text(f"{live_one.ids[0]}\n{two.endpoint}/@connections/{live_two.ids[0]}\n")
+        run = wsconn("send", "--endpoint", one.endpoint, "--ids", str(ids), "-d", "both")
+        assert run.code == 0, run.stderr
+        live_one.wait_for(1)
+        live_two.wait_for(1)
+        assert sum(live_one.received.values()) == 1 and sum(live_two.received.values()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["send", "id=", "--ids", "f", "-d", "x"], 2, "not both"),
+        (["send", "id=", "x", "-j", "4"], 2, "--concurrency goes with --ids"),
+        (["status", "id=", "--gone-out", "g"], 2, "--gone-out goes with --ids"),
+        (["send", "--ids", "-"], 2, "with -d"),
+        (["send", "--ids", "-", "-d", "@-"], 2, "cannot hold both"),
+        (["status"], 2, "missing CONNECTION"),
+        (["status", "--ids", "/nonexistent/ids.txt"], 8, "cannot read --ids"),
+    ],
+)
+def test_bulk_usage_errors(wsconn: Wsconn, args: list[str], code: int, words: str) -> None:
+    run = wsconn(*args, "--endpoint", "http://127.0.0.1:9/dev")
+    assert run.code == code, run.stderr
+    assert words in run.stderr
+
+
+def test_pacer_halves_on_429_and_recovers() -> None:
+    from wsconn.fanout import RunPacer
+
+    pacer = RunPacer(100.0, threading.Event())
+    pacer.STEP = 0.01
+    pacer.throttled(0)
+    assert pacer.rate == 50.0
+    pacer.throttled(0)
+    assert pacer.rate == 50.0  # workers throttled together halve the rate once
+    time.sleep(0.02)
+    pacer.throttled(0)
+    assert pacer.rate == 25.0
+    for _ in range(20):
+        time.sleep(0.011)
+        pacer.succeeded()
+    assert pacer.rate == 100.0  # back to --rate, never above
+    unlimited = RunPacer(None, threading.Event())
+    unlimited.throttled(0)
+    assert unlimited.rate is not None  # throttling caps even an unlimited run
