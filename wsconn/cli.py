@@ -414,6 +414,24 @@ def disconnect(ctx: click.Context, /, connection: str | None, **values: Any) -> 
     metavar="SECONDS",
     help="Delay every management answer by this long.",
 )
+@click.option(
+    "--clock-skew",
+    type=float,
+    default=0.0,
+    metavar="SECONDS",
+    help="Run the gateway's clock this far ahead (negative: behind), to test clock skew.",
+)
+@click.option(
+    "--deny",
+    type=click.Choice(["POST", "GET", "DELETE"]),
+    multiple=True,
+    help="Answer this method with AccessDeniedException, as IAM would (repeatable).",
+)
+@click.option(
+    "--expired-token",
+    is_flag=True,
+    help="Answer requests signed with the session token with ExpiredTokenException.",
+)
 def local(
     host: str,
     port: int,
@@ -428,6 +446,9 @@ def local(
     fault_status: str,
     retry_after: float | None,
     latency: float,
+    clock_skew: float,
+    deny: tuple[str, ...],
+    expired_token: bool,
 ) -> None:
     """Run a local API Gateway WebSocket endpoint with a faithful @connections API.
 
@@ -457,6 +478,9 @@ def local(
         fault_statuses=_status_list(fault_status),
         retry_after=retry_after,
         latency=latency,
+        clock_skew=clock_skew,
+        deny_methods=deny,
+        expired_token=expired_token,
     )
 
 
@@ -611,7 +635,8 @@ def main(argv: list[str] | None = None) -> None:
         # Without standalone mode Click returns ctx.exit()'s code instead of exiting.
         code = cli.main(args=args, prog_name="wsconn", standalone_mode=False)
     except WsconnError as error:
-        error.show()
+        if not error.shown:
+            error.show()
         sys.exit(error.exit_code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)

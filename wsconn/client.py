@@ -22,7 +22,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from wsconn import __version__
-from wsconn.auth import AwsConfig, Signer
+from wsconn.auth import AwsConfig, SignedHeaders, Signer
 from wsconn.endpoint import Endpoint
 from wsconn.errors import (
     ClientError,
@@ -31,6 +31,7 @@ from wsconn.errors import (
     Forbidden,
     NetworkError,
     PayloadTooLarge,
+    SentRequest,
     ServerError,
     Throttled,
     WsconnError,
@@ -107,6 +108,9 @@ class _Response:
     reason: str
     headers: Mapping[str, str]
     body: bytes
+    method: str
+    url: str
+    signed: SignedHeaders
 
 
 class ManagementClient:
@@ -123,9 +127,11 @@ class ManagementClient:
         tracer: Tracer | None = None,
         connections: int = 1,
         pacer: Pacer | None = None,
+        region_source: str = "--region",
     ) -> None:
         self.endpoint = endpoint
         self.pacer = pacer
+        self.region_source = region_source
         self.signer = signer
         self.timeout = timeout
         self.retries = retries
@@ -213,6 +219,7 @@ class ManagementClient:
                         pacer.succeeded()
                     return response, attempt, _ms_since(started)
                 final = _error_for(response, connection_id, method, len(body), attempt)
+                final.sent = self._sent_request(response)
                 if not (response.status == 429 or response.status >= 500):
                     raise self._finish(final, attempt, started)
                 why = f"{response.status} {final.error_type or response.reason}"
@@ -236,6 +243,31 @@ class ManagementClient:
         error.attempts = attempts
         error.latency_ms = _ms_since(started)
         return error
+
+    def _sent_request(self, response: _Response) -> SentRequest:
+        """What was sent, for explaining a refusal (built only when one comes)."""
+        credentials = self.signer.credentials
+        endpoint = self.endpoint
+        api_id = endpoint.netloc.split(".", 1)[0] if endpoint.host_region else "*"
+        stage = endpoint.base_path.strip("/").split("/", 1)[0] or "*"
+        return SentRequest(
+            method=response.method,
+            url=response.url,
+            endpoint_source=endpoint.source,
+            region=self.signer.region,
+            region_source=self.region_source,
+            access_key=credentials.access_key,
+            credential_source=credentials.source,
+            has_token=credentials.token is not None,
+            canonical_request=response.signed.canonical_request,
+            string_to_sign=response.signed.string_to_sign,
+            resource_pattern=(
+                f"arn:aws:execute-api:{self.signer.region}:*:{api_id}/{stage}/"
+                f"{response.method}/@connections/*"
+            ),
+            server_date=_server_time(response.headers),
+            local_date=datetime.now(timezone.utc),
+        )
 
     def _send_once(self, method: str, connection_id: str, body: bytes) -> _Response:
         endpoint = self.endpoint
@@ -266,7 +298,9 @@ class ManagementClient:
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _network_error(exc, endpoint, self.timeout) from None
-        response = _Response(raw.status, raw.reason or "", raw.headers, raw.data)
+        response = _Response(
+            raw.status, raw.reason or "", raw.headers, raw.data, method, url, signed
+        )
         if self.tracer:
             self.tracer.response(
                 response.status, response.reason, response.headers, raw.data, _ms_since(sent)
@@ -291,7 +325,15 @@ def open_client(
     Region: --region, else the execute-api host's, else AWS_REGION / the profile's.
     CA bundle: --ca-bundle, else AWS_CA_BUNDLE / the profile's ca_bundle, else the default store.
     """
-    region = region or endpoint.host_region or config.configured_region()
+    if region:
+        region_source = "--region"
+    elif endpoint.host_region:
+        region, region_source = endpoint.host_region, f"the host {endpoint.netloc}"
+    else:
+        region, region_source = (
+            config.configured_region(),
+            "AWS_REGION / AWS_DEFAULT_REGION / profile",
+        )
     if not region:
         raise ConfigError(
             f"no region for {endpoint.netloc}: the host does not name one; pass --region "
@@ -310,6 +352,7 @@ def open_client(
         tracer=tracer,
         connections=connections,
         pacer=pacer,
+        region_source=region_source,
     )
 
 

@@ -6,6 +6,8 @@ This module imports only click, so `--help` stays fast.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from enum import IntEnum
 from typing import IO, Any, ClassVar
 
@@ -51,6 +53,33 @@ def exit_code_table() -> str:
     return "\n".join(f"{int(code):>3}  {text}" for code, text in EXIT_CODE_MEANINGS.items())
 
 
+@dataclass(frozen=True)
+class SentRequest:
+    """What the last attempt sent and where its settings came from, to explain a refusal."""
+
+    method: str
+    url: str
+    endpoint_source: str
+    region: str
+    region_source: str
+    access_key: str
+    credential_source: str
+    has_token: bool
+    canonical_request: str  # may hold the session token: print only through redact()
+    string_to_sign: str
+    resource_pattern: str  # the IAM resource that allows this call on every connection
+    server_date: datetime | None = None  # the response's Date header
+    local_date: datetime | None = None  # this machine's clock when the response came
+
+
+def redact(text: str) -> str:
+    """Text with every x-amz-security-token header line's value hidden (AWS echoes it back)."""
+    return "\n".join(
+        "x-amz-security-token:<redacted>" if line.startswith("x-amz-security-token:") else line
+        for line in text.split("\n")
+    )
+
+
 class WsconnError(click.ClickException):
     """An error a user can cause: one line on stderr, its own exit code, never a traceback.
 
@@ -76,6 +105,8 @@ class WsconnError(click.ClickException):
         self.detail = detail
         self.attempts = 0
         self.latency_ms: float | None = None
+        self.sent: SentRequest | None = None
+        self.shown = False  # already written to stderr with its explanation
 
     def format_message(self) -> str:
         return f"{self.kind}: {self.message}"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from wsconn.errors import WsconnError, outcome_of
+from wsconn.errors import WsconnError, outcome_of, redact
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -125,7 +125,10 @@ class Output:
         )
 
     def failed(self, error: WsconnError, connection_id: str | None) -> None:
-        """Called before the error is shown on stderr: JSON mode also reports it on stdout."""
+        """The error line on stderr, then why (explain.py); JSON mode also reports on stdout."""
+        from wsconn.explain import explain
+
+        why = explain(error)
         if self.mode == "json":
             self._json(
                 {
@@ -136,10 +139,15 @@ class Output:
                     "message": error.message,
                     "attempts": error.attempts,
                     "latencyMs": error.latency_ms,
+                    "explanation": why,
                 }
             )
+        error.show()
+        for line in why:
+            click.echo(f"  {line}", err=True)
         if self.verbose and error.detail:
-            click.echo(f"wsconn: the service said: {error.detail}", err=True)
+            click.echo(f"wsconn: the service said: {redact(error.detail)}", err=True)
+        error.shown = True
 
     # -- diagnostics -------------------------------------------------------------------------
     def tracer(self) -> Trace | None:

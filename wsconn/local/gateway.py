@@ -46,7 +46,8 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from email.utils import format_datetime
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -66,6 +67,9 @@ HARD_BODY_LIMIT = 1024 * 1024
 # Oversize bodies up to this are read and dropped; beyond it the connection is closed.
 DISCARD_LIMIT = 64 * 1024 * 1024
 MAX_ID_LENGTH = 128
+# Who the local gateway says it is, in the ARNs of AccessDeniedException.
+LOCAL_ACCOUNT = "123456789012"
+LOCAL_API_ID = "local"
 # How long a close handshake (and a DELETE waiting for it) may take.
 CLOSE_TIMEOUT = 5.0
 GOING_AWAY = "Going Away"
@@ -102,6 +106,10 @@ class GatewayConfig:
     fault_statuses: tuple[int, ...] = (500,)
     retry_after: float | None = None  # a Retry-After header on injected 429s
     latency: float = 0.0  # seconds added before answering each management request
+    # Answers AWS gives that a local setup cannot cause by itself, for testing diagnostics:
+    clock_skew: float = 0.0  # seconds the gateway's clock (signature checks, Date) is ahead
+    deny_methods: tuple[str, ...] = ()  # as if IAM denied execute-api:ManageConnections
+    expired_token: bool = False  # the trusted session token is reported expired
 
 
 @dataclass(eq=False)
@@ -137,6 +145,7 @@ class _Refusal:
     reason: str
     close_connection: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    message_key: str = "message"  # AccessDeniedException says "Message"
 
 
 class _Refused(Exception):
@@ -300,6 +309,13 @@ class LocalGateway:
     # -- HTTP entry point -------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        response = await self._answer(request)
+        if self.config.clock_skew and not response.prepared:
+            # The service's clock, as a client reads it to measure skew.
+            response.headers["Date"] = format_datetime(self._now(), usegmt=True)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._dispatch(request)
         except _Refused as refused:
@@ -328,7 +344,7 @@ class LocalGateway:
         )
         payload: dict[str, object] | None = None
         if refusal.message is not None:
-            payload = {"message": refusal.message}
+            payload = {refusal.message_key: refusal.message}
         response = _response(refusal.status, payload, refusal.error_type)
         for name, value in refusal.headers:
             response.headers[name] = value
@@ -350,6 +366,7 @@ class LocalGateway:
         body, size, payload_hash = await self._read_body(request)
         if self.config.auth:
             self._verify(request, payload_hash)
+            self._authorize(request, raw_id)
         if self.config.fault_rate and self._random.random() < self.config.fault_rate:
             raise _Refused(self._fault())
         connection_id = _decode_id(raw_id)
@@ -404,10 +421,43 @@ class LocalGateway:
                 secret_key=self.credentials.secret_key,
                 token=self.credentials.token,
                 region=self.config.region,
-                now=utc_now(),
+                now=self._now(),
             )
         except sigv4.SignatureError as error:
             raise _Refused(_Refusal(403, error.error_type, error.message, error.reason)) from None
+
+    def _now(self) -> datetime:
+        return utc_now() + timedelta(seconds=self.config.clock_skew)
+
+    def _authorize(self, request: web.Request, raw_id: str) -> None:
+        """What IAM and STS would still refuse once the signature is good."""
+        if self.config.expired_token and self.credentials.token is not None:
+            raise _Refused(
+                _Refusal(
+                    403,
+                    "ExpiredTokenException",
+                    "The security token included in the request is expired",
+                    "expired session token (--expired-token)",
+                )
+            )
+        if request.method in self.config.deny_methods:
+            resource = (
+                f"arn:aws:execute-api:{self.config.region}:{LOCAL_ACCOUNT}:{LOCAL_API_ID}/"
+                f"{self.config.stage}/{request.method}/@connections/{unquote(raw_id)}"
+            )
+            message = (
+                f"User: arn:aws:iam::{LOCAL_ACCOUNT}:user/wsconn-local is not authorized to "
+                f"perform: execute-api:ManageConnections on resource: {resource}"
+            )
+            raise _Refused(
+                _Refusal(
+                    403,
+                    "AccessDeniedException",
+                    message,
+                    f"{request.method} denied (--deny)",
+                    message_key="Message",
+                )
+            )
 
     def _fault(self) -> _Refusal:
         """An injected failure, shaped as the service answers it."""

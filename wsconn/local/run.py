@@ -34,6 +34,9 @@ def run_local(
     fault_statuses: tuple[int, ...] = (500,),
     retry_after: float | None = None,
     latency: float = 0.0,
+    clock_skew: float = 0.0,
+    deny_methods: tuple[str, ...] = (),
+    expired_token: bool = False,
 ) -> None:
     """Serve until Ctrl-C (then every client is closed with 1001 and this returns)."""
     from wsconn.auth import AwsConfig
@@ -54,6 +57,9 @@ def run_local(
         fault_statuses=fault_statuses,
         retry_after=retry_after,
         latency=latency,
+        clock_skew=clock_skew,
+        deny_methods=deny_methods,
+        expired_token=expired_token,
     )
     printer = EventPrinter(json_lines=json_events)
     if not auth:

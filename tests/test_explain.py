@@ -1,0 +1,182 @@
+"""Every refusal explained, each produced by the local gateway (and a rewriting proxy)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, FAKE_SESSION_TOKEN, Run
+from wsconn.local.credentials import LocalCredentials
+from wsconn.local.gateway import GatewayConfig, GatewayThread
+
+Wsconn = Callable[..., Run]
+CID = "R0oXAdfD0kwCH6w="
+
+
+@contextmanager
+def started(**options: Any) -> Iterator[GatewayThread]:
+    with GatewayThread(GatewayConfig(port=0, **options)) as gateway:
+        yield gateway
+
+
+def test_wrong_secret_is_named_with_the_diff(
+    gateway: Any, wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "a-secret-that-the-gateway-does-not-trust")
+    run = wsconn("send", "--endpoint", gateway.endpoint, CID, "x")
+    assert run.code == 4
+    assert (
+        f"Wrong secret key: the service built the same canonical request and string-to-sign, so the secret used does not belong to access key {FAKE_ACCESS_KEY} (credentials from env)."
+        in run.stderr
+    )
+    assert "(canonical request: identical)" in run.stderr
+    assert "a-secret-that" not in run.stderr
+
+
+def test_the_session_token_never_shows_in_an_explanation(
+    wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = LocalCredentials(FAKE_ACCESS_KEY, FAKE_SECRET_KEY, FAKE_SESSION_TOKEN)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", FAKE_SESSION_TOKEN)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with started(credentials=creds) as gw:
+        run = wsconn("send", "--endpoint", gw.endpoint, CID, "x", "-v", "-o", "json")
+        assert run.code == 4 and "Wrong secret key" in run.stderr
+        assert FAKE_SESSION_TOKEN not in run.stderr + run.stdout
+        assert FAKE_SECRET_KEY not in run.stderr + run.stdout
+
+
+class _RewritingProxy(BaseHTTPRequestHandler):
+    """An HTTP proxy that forwards to the gateway with '%3D' turned back into '=' (as some do)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _forward(self) -> None:
+        target = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=10)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+        upstream.request(self.command, target.path.replace("%3D", "="), body=body, headers=headers)
+        answer = upstream.getresponse()
+        content = answer.read()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in {"content-length", "transfer-encoding", "connection"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_POST = do_DELETE = _forward
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_path_rewritten_on_the_way_is_named(
+    gateway: Any, wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _RewritingProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY")
+        run = wsconn("status", "--endpoint", gateway.endpoint, CID)
+        assert run.code == 4, run.stderr
+        assert "Path encoding: the service canonicalised the path differently" in run.stderr
+        assert "-/dev/%40connections/R0oXAdfD0kwCH6w%253D" in run.stderr  # what wsconn signed
+        assert "+/dev/%40connections/R0oXAdfD0kwCH6w%3D" in run.stderr  # what arrived
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_wrong_region_is_named(gateway: Any, wsconn: Wsconn) -> None:
+    run = wsconn("send", "--endpoint", gateway.endpoint, "--region", "eu-west-1", CID, "x")
+    assert run.code == 4
+    assert "Wrong region: wsconn signed for eu-west-1 (from --region)" in run.stderr
+
+
+def test_clock_skew_is_measured_from_the_date_header(wsconn: Wsconn) -> None:
+    with started(clock_skew=-600) as gw:
+        run = wsconn("send", "--endpoint", gw.endpoint, CID, "x")
+        assert run.code == 4
+        assert "Signature not yet current" in run.stderr
+        assert re.search(
+            r"Clock: this machine is (9m 5\ds|10m \ds) ahead of the service", run.stderr
+        )
+        assert "more than the 5 minutes SigV4 allows" in run.stderr
+
+
+def test_small_skew_is_reported_as_within_the_limit(wsconn: Wsconn) -> None:
+    with started(clock_skew=120) as gw:
+        run = wsconn("send", "--endpoint", gw.endpoint, CID, "x")
+        assert run.code == 3  # accepted: 2 minutes is within SigV4's 5
+        assert re.search(r"Clock: this machine is (1m 5\ds|2m \ds) behind the service", run.stderr)
+        assert "within the 5 minutes" in run.stderr
+
+
+def test_access_denied_prints_the_resource_and_a_policy(wsconn: Wsconn) -> None:
+    with started(deny_methods=("POST",)) as gw:
+        run = wsconn("send", "--endpoint", gw.endpoint, CID, "x")
+        assert run.code == 4
+        assert "IAM refused arn:aws:iam::123456789012:user/wsconn-local" in run.stderr
+        policy_start = run.stderr.index("A policy statement that allows it:")
+        policy = json.loads(
+            "\n".join(line[4:] for line in run.stderr[policy_start:].splitlines()[1:])
+        )
+        assert policy == {
+            "Effect": "Allow",
+            "Action": "execute-api:ManageConnections",
+            "Resource": "arn:aws:execute-api:us-east-1:123456789012:local/dev/POST/@connections/*",
+        }
+        assert wsconn("status", "--endpoint", gw.endpoint, CID).code == 3  # GET is allowed
+
+
+def test_forbidden_shows_the_url_and_where_the_endpoint_came_from(
+    gateway: Any, wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WSCONN_ENDPOINT", gateway.endpoint.rsplit("/", 1)[0] + "/prod")
+    run = wsconn("status", CID)
+    assert run.code == 4
+    assert "stage, path or api-id is wrong" in run.stderr
+    assert (
+        f"URL used: {gateway.endpoint.rsplit('/', 1)[0]}/prod/@connections/R0oXAdfD0kwCH6w%3D"
+        in run.stderr
+    )
+    assert "Endpoint from: WSCONN_ENDPOINT" in run.stderr
+
+
+def test_expired_token_names_the_source_and_the_refresh(
+    wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = LocalCredentials(FAKE_ACCESS_KEY, FAKE_SECRET_KEY, FAKE_SESSION_TOKEN)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", FAKE_SESSION_TOKEN)
+    with started(credentials=creds, expired_token=True) as gw:
+        run = wsconn("send", "--endpoint", gw.endpoint, CID, "x")
+        assert run.code == 4
+        assert "ExpiredTokenException" in run.stderr
+        assert (
+            f"The session token of access key {FAKE_ACCESS_KEY} (credentials from env) has expired"
+            in run.stderr
+        )
+        assert "export fresh AWS_ACCESS_KEY_ID" in run.stderr
+
+
+def test_unknown_access_key_is_named(
+    gateway: Any, wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWN000000001")
+    run = wsconn("send", "--endpoint", gateway.endpoint, CID, "x", "-o", "json")
+    assert run.code == 4
+    assert "AWS does not know access key AKIAUNKNOWN000000001 (credentials from env)" in run.stderr
+    assert json.loads(run.stdout)["explanation"][0].startswith("AWS does not know")
