@@ -68,8 +68,7 @@ class AwsConfig:
         return self._session
 
     def _profile_name(self) -> str:
-        env = os.environ
-        return self.profile or env.get("AWS_DEFAULT_PROFILE") or env.get("AWS_PROFILE") or "default"
+        return self.profile_and_source()[0]
 
     def _setting(self, name: str) -> str | None:
         """A setting of the active profile in the config file (botocore's parser, no session)."""
@@ -97,12 +96,32 @@ class AwsConfig:
 
     def configured_region(self) -> str | None:
         """AWS_REGION, else AWS_DEFAULT_REGION, else the profile's `region`."""
-        env = os.environ
-        return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or self._setting("region")
+        return self.configured_region_and_source()[0]
+
+    def configured_region_and_source(self) -> tuple[str | None, str]:
+        """The configured region and where it was found."""
+        for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            if os.environ.get(name):
+                return os.environ[name], name
+        return self._setting("region"), f"profile {self._profile_name()}"
 
     def ca_bundle(self) -> str | None:
         """AWS_CA_BUNDLE, else the profile's `ca_bundle`."""
-        return os.environ.get("AWS_CA_BUNDLE") or self._setting("ca_bundle")
+        return self.ca_bundle_and_source()[0]
+
+    def ca_bundle_and_source(self) -> tuple[str | None, str]:
+        if os.environ.get("AWS_CA_BUNDLE"):
+            return os.environ["AWS_CA_BUNDLE"], "AWS_CA_BUNDLE"
+        return self._setting("ca_bundle"), f"profile {self._profile_name()}"
+
+    def profile_and_source(self) -> tuple[str, str]:
+        """The profile botocore reads, and why."""
+        if self.profile:
+            return self.profile, "--profile"
+        for name in ("AWS_DEFAULT_PROFILE", "AWS_PROFILE"):
+            if os.environ.get(name):
+                return os.environ[name], name
+        return "default", "none set"
 
     def credentials(self) -> Credentials:
         """Resolve the credential chain once; raise ConfigError with the reason when it fails."""

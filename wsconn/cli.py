@@ -19,7 +19,9 @@ from wsconn import __version__
 from wsconn.errors import ConfigError, ExitCode, WsconnError, exit_code_table
 
 if TYPE_CHECKING:
+    from wsconn.auth import AwsConfig
     from wsconn.client import ManagementClient
+    from wsconn.endpoint import Endpoint, Target
     from wsconn.render import Output
 
 T = TypeVar("T")
@@ -54,6 +56,7 @@ class Options(NamedTuple):
     retries: int = 3
     ca_bundle: str | None = None
     verbose: int = 0
+    dry_run: bool = False
     debug: bool = False
 
     def merged(self, values: dict[str, Any]) -> Options:
@@ -107,7 +110,14 @@ _SHARED_OPTIONS = [
         "-v",
         "--verbose",
         count=True,
-        help="Show the request and response on stderr (-vv: signing).",
+        help="Show on stderr how the call resolved, the canonical request and string-to-sign, "
+        "the request and response, and timings (secrets redacted).",
+    ),
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        default=None,
+        help="Resolve and sign, then print the request as a curl command instead of sending it.",
     ),
     click.option(
         "--debug", is_flag=True, default=None, help="Show tracebacks for internal errors."
@@ -293,22 +303,53 @@ def send(
         if data == "@-" and bulk.ids == "-":
             raise UsageError("standard input cannot hold both the ids and the message")
         payload = read_message(None, data)
-        ctx.exit(_run_bulk(opts, bulk, "sent", lambda c, cid: c.post_to_connection(cid, payload)))
+        ctx.exit(
+            _run_bulk(
+                opts,
+                bulk,
+                "sent",
+                "POST",
+                payload,
+                lambda c, cid: c.post_to_connection(cid, payload),
+            )
+        )
     out = _output(opts)
     try:
         payload = read_message(message, data)
     except WsconnError as error:
         out.failed(error, None)
         raise
-    out.sent(_call(opts, out, connection or "", lambda c, cid: c.post_to_connection(cid, payload)))
+    out.sent(
+        _call(
+            opts,
+            out,
+            connection or "",
+            "POST",
+            payload,
+            lambda c, cid: c.post_to_connection(cid, payload),
+        )
+    )
 
 
 @cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
 @click.argument("connection", required=False, callback=_unmark)
+@click.option(
+    "--watch", is_flag=True, help="Poll until the connection is gone (then exit 3); Ctrl-C stops."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --watch: time between polls.",
+)
 @bulk_options
 @shared_options
 @click.pass_context
-def status(ctx: click.Context, /, connection: str | None, **values: Any) -> None:
+def status(
+    ctx: click.Context, /, connection: str | None, watch: bool, interval: float, **values: Any
+) -> None:
     """Show one connection's state (GET @connections/{id}).
 
     Connected at, last active, idle time, source IP, user agent, and the time left until the
@@ -319,13 +360,23 @@ def status(ctx: click.Context, /, connection: str | None, **values: Any) -> None
       wsconn status --endpoint wss://abc123.execute-api.us-east-1.amazonaws.com/prod R0oXAdfD0kwCH6w=
       wsconn status -o json "$CALLBACK_URL/@connections/$ID" | jq .lastActiveAt
       wsconn status --ids ids.txt -o json | jq -r 'select(.outcome == "connected") | .connectionId'
+      wsconn status --watch --interval 5 "$CONNECTION_URL"
     """
     opts = _options(ctx, values)
     bulk = _bulk(values, connection)
     if bulk is not None:
-        ctx.exit(_run_bulk(opts, bulk, "connected", lambda c, cid: c.get_connection(cid)))
+        if watch:
+            from wsconn.errors import UsageError
+
+            raise UsageError("--watch follows one connection: give CONNECTION, not --ids")
+        ctx.exit(
+            _run_bulk(opts, bulk, "connected", "GET", b"", lambda c, cid: c.get_connection(cid))
+        )
     out = _output(opts)
-    out.status(_call(opts, out, connection or "", lambda c, cid: c.get_connection(cid)))
+    if watch:
+        _call(opts, out, connection or "", "GET", b"", lambda c, cid: _watch(c, cid, out, interval))
+        return
+    out.status(_call(opts, out, connection or "", "GET", b"", lambda c, cid: c.get_connection(cid)))
 
 
 @cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
@@ -345,9 +396,111 @@ def disconnect(ctx: click.Context, /, connection: str | None, **values: Any) -> 
     opts = _options(ctx, values)
     bulk = _bulk(values, connection)
     if bulk is not None:
-        ctx.exit(_run_bulk(opts, bulk, "disconnected", lambda c, cid: c.delete_connection(cid)))
+        ctx.exit(
+            _run_bulk(
+                opts, bulk, "disconnected", "DELETE", b"", lambda c, cid: c.delete_connection(cid)
+            )
+        )
     out = _output(opts)
-    out.disconnected(_call(opts, out, connection or "", lambda c, cid: c.delete_connection(cid)))
+    out.disconnected(
+        _call(opts, out, connection or "", "DELETE", b"", lambda c, cid: c.delete_connection(cid))
+    )
+
+
+@cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
+@click.argument("connection", required=False, callback=_unmark)
+@shared_options
+@click.pass_context
+def config(ctx: click.Context, /, connection: str | None, **values: Any) -> None:
+    """Show how each setting resolves, and from where (like `aws configure list`).
+
+    Endpoint and its source, region and its source, profile, credential source with the access
+    key id masked to its last 4 characters, timeout, retries and CA bundle. Give CONNECTION (an
+    id or URL) to resolve the endpoint as a call with it would. Nothing is sent.
+
+    \b
+    Examples:
+      wsconn config
+      wsconn config --profile prod -o json | jq .region
+      wsconn config "$CONNECTION_URL"
+    """
+    from wsconn.auth import AwsConfig
+
+    opts = _options(ctx, values)
+    aws = AwsConfig(opts.profile)
+    rows: list[tuple[str, str | None, str]] = []
+
+    def row(name: str, resolve: Callable[[], tuple[str | None, str]]) -> None:
+        try:
+            value, source = resolve()
+        except WsconnError as error:
+            value, source = None, error.format_message()
+        rows.append((name, value, source))
+
+    def endpoint() -> tuple[str | None, str]:
+        target = _resolve(opts, aws, connection or "CONNECTION_ID")
+        return target.endpoint.url, target.endpoint.source
+
+    def region() -> tuple[str | None, str]:
+        if opts.region:
+            return opts.region, "--region"
+        try:
+            host_region = _resolve(opts, aws, connection or "CONNECTION_ID").endpoint.host_region
+        except WsconnError:
+            host_region = None
+        if host_region:
+            return host_region, "the endpoint's host"
+        return aws.configured_region_and_source()
+
+    def credentials() -> tuple[str | None, str]:
+        from wsconn.client import mask
+
+        found = aws.credentials()
+        token = ", session token set" if found.token else ""
+        return f"access key {mask(found.access_key)}{token}", found.source
+
+    def ca_bundle() -> tuple[str | None, str]:
+        if opts.ca_bundle:
+            return opts.ca_bundle, "--ca-bundle"
+        bundle, source = aws.ca_bundle_and_source()
+        return (bundle, source) if bundle else ("the default CA store (certifi)", "default")
+
+    row("endpoint", endpoint)
+    row("region", region)
+    row("profile", aws.profile_and_source)
+    row("credentials", credentials)
+    defaults = Options()
+    row(
+        "timeout",
+        lambda: (f"{opts.timeout:g}s", _given(opts.timeout, defaults.timeout, "--timeout")),
+    )
+    row("retries", lambda: (str(opts.retries), _given(opts.retries, defaults.retries, "--retries")))
+    row("ca bundle", ca_bundle)
+    _output(opts).settings(rows)
+
+
+def _watch(client: ManagementClient, connection_id: str, out: Output, interval: float) -> None:
+    """Poll one connection until it is gone: the ConnectionGone error ends it (exit 3)."""
+    import time
+    from datetime import datetime, timezone
+
+    from wsconn.errors import ConnectionGone
+
+    last_seen: datetime | None = None
+    with out.watch() as view:
+        while True:
+            try:
+                info = client.get_connection(connection_id)
+            except ConnectionGone:
+                view.gone(connection_id, last_seen)
+                raise
+            last_seen = datetime.now(timezone.utc)
+            view.poll(info, interval)
+            time.sleep(interval)
+
+
+def _given(value: object, default: object, option: str) -> str:
+    return "default" if value == default else option
 
 
 @cli.command(epilog=EXIT_EPILOG)
@@ -528,37 +681,63 @@ def _output(opts: Options) -> Output:
     return Output(opts.output, opts.verbose)
 
 
-def _call(
-    opts: Options, out: Output, connection: str, call: Callable[[ManagementClient, str], T]
-) -> T:
-    """Resolve the target and credentials, make one call; report a failure in the output mode."""
-    from wsconn.auth import AwsConfig
-    from wsconn.client import open_client
+def _resolve(opts: Options, config: AwsConfig, connection: str) -> Target:
+    """The target step: where CONNECTION (an id or a URL) goes, by the documented order."""
     from wsconn.endpoint import resolve_target
+
+    return resolve_target(
+        connection,
+        endpoint=opts.endpoint,
+        api_id=opts.api_id,
+        stage=opts.stage,
+        region=lambda: opts.region or config.configured_region(),
+        environ=os.environ,
+    )
+
+
+def _open(opts: Options, config: AwsConfig, endpoint: Endpoint, **extra: Any) -> ManagementClient:
+    from wsconn.client import open_client
+
+    return open_client(
+        endpoint,
+        config,
+        region=opts.region,
+        timeout=opts.timeout,
+        retries=opts.retries,
+        ca_bundle=opts.ca_bundle,
+        **extra,
+    )
+
+
+def _call(
+    opts: Options,
+    out: Output,
+    connection: str,
+    method: str,
+    body: bytes,
+    call: Callable[[ManagementClient, str], T],
+) -> T:
+    """Resolve the target and credentials, make one call; report a failure in the output mode.
+
+    With --dry-run the signed request is printed (as a curl command) instead, and the command
+    ends there with exit 0.
+    """
+    from wsconn.auth import AwsConfig
 
     connection_id: str | None = None
     try:
         config = AwsConfig(opts.profile)
-        target = resolve_target(
-            connection,
-            endpoint=opts.endpoint,
-            api_id=opts.api_id,
-            stage=opts.stage,
-            region=lambda: opts.region or config.configured_region(),
-            environ=os.environ,
-        )
+        target = _resolve(opts, config, connection)
         connection_id = target.connection_id
-        client = open_client(
-            target.endpoint,
-            config,
-            region=opts.region,
-            timeout=opts.timeout,
-            retries=opts.retries,
-            ca_bundle=opts.ca_bundle,
-            tracer=out.tracer(),
-        )
+        tracer = out.tracer()
+        client = _open(opts, config, target.endpoint, tracer=tracer)
+        if tracer is not None:
+            tracer.resolved(client.describe())
         try:
-            return call(client, target.connection_id)
+            if opts.dry_run:
+                out.dry_run(client.prepare(method, connection_id, body), client.describe())
+                raise click.exceptions.Exit(ExitCode.OK)
+            return call(client, connection_id)
         finally:
             client.close()
     except WsconnError as error:
@@ -567,13 +746,19 @@ def _call(
 
 
 def _run_bulk(
-    opts: Options, bulk: Bulk, success_word: str, call: Callable[[ManagementClient, str], Any]
+    opts: Options,
+    bulk: Bulk,
+    success_word: str,
+    method: str,
+    body: bytes,
+    call: Callable[[ManagementClient, str], Any],
 ) -> int:
-    """Fan one call out over --ids; every id gets a result line. Returns the run's exit code."""
+    """Fan one call out over --ids; every id gets a result line. Returns the run's exit code.
+
+    With --dry-run, each id's signed request is printed instead (one curl command a line).
+    """
     from wsconn import fanout
     from wsconn.auth import AwsConfig
-    from wsconn.client import open_client
-    from wsconn.endpoint import Endpoint, resolve_target
     from wsconn.render import BulkOutput
 
     config = AwsConfig(opts.profile)
@@ -581,29 +766,20 @@ def _run_bulk(
     pacer = fanout.RunPacer(bulk.rate, threading.Event())
 
     def resolve(line: str) -> tuple[Endpoint, str]:
-        target = resolve_target(
-            line,
-            endpoint=opts.endpoint,
-            api_id=opts.api_id,
-            stage=opts.stage,
-            region=lambda: opts.region or config.configured_region(),
-            environ=os.environ,
-        )
+        target = _resolve(opts, config, line)
         return target.endpoint, target.connection_id
 
     def make(endpoint: Endpoint) -> ManagementClient:
-        return open_client(
-            endpoint,
-            config,
-            region=opts.region,
-            timeout=opts.timeout,
-            retries=opts.retries,
-            ca_bundle=opts.ca_bundle,
-            tracer=None,
-            connections=bulk.concurrency,
-            pacer=pacer,
-        )
+        return _open(opts, config, endpoint, connections=bulk.concurrency, pacer=pacer)
 
+    if opts.dry_run:
+        printer = _output(opts)
+        with fanout.open_ids(bulk.ids) as ids:
+            for line in fanout.read_ids(ids, bulk.unique):
+                endpoint, connection_id = resolve(line)
+                client = make(endpoint)
+                printer.dry_run(client.prepare(method, connection_id, body), client.describe())
+        return ExitCode.OK
     out = BulkOutput(opts.output, success_word, None)
     if out.show_progress:
         out.total = fanout.count_ids(bulk.ids)

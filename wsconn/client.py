@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import requests
 import urllib3
@@ -71,8 +71,14 @@ class Tracer(Protocol):
     def signing(self, canonical_request: str, string_to_sign: str) -> None: ...
 
     def response(
-        self, status: int, reason: str, headers: Mapping[str, str], body: bytes, ms: float
-    ) -> None: ...
+        self,
+        status: int,
+        reason: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timings: Mapping[str, float],
+    ) -> None:
+        """`timings`: connect, tls (new connections only), first byte, total, in ms."""
 
     def retry(self, attempt: int, delay: float, why: str) -> None: ...
 
@@ -155,6 +161,12 @@ class ManagementClient:
         # Through an HTTP proxy a request names its absolute URL, else only its path.
         self._absolute_urls = adapter.request_url(probe, proxies) != probe.path_url
         self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        self._timings: dict[str, float] = {}
+        if tracer is not None:
+            self._pool.ConnectionCls = _timed_connections(
+                cast(type[urllib3.connection.HTTPConnection], self._pool.ConnectionCls),
+                self._timings,
+            )
 
     def close(self) -> None:
         self.session.close()
@@ -269,7 +281,21 @@ class ManagementClient:
             local_date=datetime.now(timezone.utc),
         )
 
-    def _send_once(self, method: str, connection_id: str, body: bytes) -> _Response:
+    def describe(self) -> dict[str, str | None]:
+        """How this client's settings were resolved (for --dry-run and `wsconn config`)."""
+        credentials = self.signer.credentials
+        return {
+            "endpoint": self.endpoint.url,
+            "endpointSource": self.endpoint.source,
+            "region": self.signer.region,
+            "regionSource": self.region_source,
+            "credentialSource": credentials.source,
+            "accessKeyId": mask(credentials.access_key),
+            "sessionToken": "set" if credentials.token else None,
+        }
+
+    def prepare(self, method: str, connection_id: str, body: bytes) -> Prepared:
+        """The signed request for one call, exactly as it would go on the wire."""
         endpoint = self.endpoint
         path = endpoint.connection_path(connection_id)
         signed = self.signer.sign(method, endpoint.netloc, path, body)
@@ -278,34 +304,77 @@ class ManagementClient:
         if method != "GET":
             headers["content-length"] = str(len(body))
         url = f"{endpoint.scheme}://{endpoint.netloc}{path}"
+        return Prepared(method, url, path, headers, body, signed)
+
+    def _send_once(self, method: str, connection_id: str, body: bytes) -> _Response:
+        request = self.prepare(method, connection_id, body)
+        traced = self.tracer is not None
         if self.tracer:
-            self.tracer.request(method, url, headers, body)
-            self.tracer.signing(signed.canonical_request, signed.string_to_sign)
+            self.tracer.request(method, request.url, request.headers, body)
+            self.tracer.signing(request.signed.canonical_request, request.signed.string_to_sign)
+            self._timings.clear()
         sent = time.perf_counter()
         try:
             # The path goes out exactly as signed: urllib3 leaves a valid, encoded path as it is.
             raw = self._pool.urlopen(
                 method,
-                url if self._absolute_urls else path,
+                request.url if self._absolute_urls else request.path,
                 body=body or None,
-                headers=headers,
+                headers=request.headers,
                 retries=False,
                 redirect=False,
                 assert_same_host=False,
                 timeout=self._timeout,
-                preload_content=True,
+                preload_content=not traced,  # traced: time the first byte apart from the body
                 decode_content=False,
             )
+            if traced:
+                self._timings["first byte"] = _ms_since(sent)
+            data = raw.data
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _network_error(exc, endpoint, self.timeout) from None
+            raise _network_error(exc, self.endpoint, self.timeout) from None
         response = _Response(
-            raw.status, raw.reason or "", raw.headers, raw.data, method, url, signed
+            raw.status, raw.reason or "", raw.headers, data, method, request.url, request.signed
         )
         if self.tracer:
+            self._timings["total"] = _ms_since(sent)
             self.tracer.response(
-                response.status, response.reason, response.headers, raw.data, _ms_since(sent)
+                response.status, response.reason, response.headers, data, dict(self._timings)
             )
         return response
+
+
+def _timed_connections(
+    base: type[urllib3.connection.HTTPConnection], timings: dict[str, float]
+) -> type[urllib3.connection.HTTPConnection]:
+    """The pool's connection class, noting how long TCP connect and TLS take (for -v)."""
+
+    class Timed(base):  # type: ignore[valid-type,misc]
+        def _new_conn(self) -> Any:
+            started = time.perf_counter()
+            sock = super()._new_conn()
+            timings["connect"] = _ms_since(started)
+            return sock
+
+        def connect(self) -> None:
+            started = time.perf_counter()
+            super().connect()
+            if isinstance(self, urllib3.connection.HTTPSConnection):
+                timings["tls"] = round(_ms_since(started) - timings.get("connect", 0.0), 1)
+
+    return Timed
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A signed request ready to send (or to print as a curl command with --dry-run)."""
+
+    method: str
+    url: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    signed: SignedHeaders
 
 
 def open_client(
@@ -316,7 +385,7 @@ def open_client(
     timeout: float,
     retries: int,
     ca_bundle: str | None,
-    tracer: Tracer | None,
+    tracer: Tracer | None = None,
     connections: int = 1,
     pacer: Pacer | None = None,
 ) -> ManagementClient:
@@ -330,10 +399,7 @@ def open_client(
     elif endpoint.host_region:
         region, region_source = endpoint.host_region, f"the host {endpoint.netloc}"
     else:
-        region, region_source = (
-            config.configured_region(),
-            "AWS_REGION / AWS_DEFAULT_REGION / profile",
-        )
+        region, region_source = config.configured_region_and_source()
     if not region:
         raise ConfigError(
             f"no region for {endpoint.netloc}: the host does not name one; pass --region "
@@ -354,6 +420,11 @@ def open_client(
         pacer=pacer,
         region_source=region_source,
     )
+
+
+def mask(access_key: str) -> str:
+    """An access key id shown by its last 4 characters only."""
+    return "*" * max(0, len(access_key) - 4) + access_key[-4:]
 
 
 def _ms_since(started: float) -> float:

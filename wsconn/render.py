@@ -22,7 +22,7 @@ from wsconn.errors import WsconnError, outcome_of, redact
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from wsconn.client import ConnectionInfo, Result
+    from wsconn.client import ConnectionInfo, Prepared, Result
     from wsconn.fanout import Outcome, Summary
 
 IDLE_TIMEOUT = 600.0  # the service closes a connection after 10 idle minutes
@@ -75,54 +75,21 @@ class Output:
             )
 
     def status(self, info: ConnectionInfo) -> None:
-        now = datetime.now(timezone.utc)
-        # The Date header has whole seconds: trust it over our clock only when they disagree.
-        if info.server_time and abs((info.server_time - now).total_seconds()) > 2:
-            now = info.server_time
-        age = (now - info.connected_at).total_seconds()
-        idle = (now - info.last_active_at).total_seconds()
         if self.mode == "json":
-            self._json(
-                {
-                    "connectionId": info.result.connection_id,
-                    **info.fields,
-                    **_result_fields(info.result),
-                }
-            )
+            self._json(_status_fields(info))
             return
-        rows = [
-            ("connection id", info.result.connection_id),
-            ("connected at", iso_ms(info.connected_at)),
-            ("connected for", format_duration(age)),
-            ("last active", iso_ms(info.last_active_at)),
-            ("idle for", format_duration(idle)),
-            ("source IP", info.source_ip or "-"),
-            ("user agent", info.user_agent or "-"),
-            ("idle timeout in", format_duration(IDLE_TIMEOUT - idle)),
-            ("2-hour limit in", format_duration(MAX_DURATION - age)),
-        ]
+        rows = _status_rows(info)
         if self.mode == "text":
             width = max(len(name) for name, _ in rows)
             click.echo("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
             return
         from rich.console import Console
-        from rich.panel import Panel
-        from rich.table import Table
 
-        table = Table.grid(padding=(0, 2))
-        table.add_column(style="bold")
-        table.add_column()
-        for name, value in rows[1:]:
-            table.add_row(name, value)
-        Console().print(
-            Panel(
-                table,
-                title=f"[bold]{info.result.connection_id}[/] [green]connected[/]",
-                title_align="left",
-                expand=False,
-            ),
-            highlight=False,
-        )
+        Console().print(_status_panel(info, rows[1:]), highlight=False)
+
+    def watch(self) -> Watch:
+        """A live view for `status --watch`, in this output mode."""
+        return Watch(self.mode)
 
     def failed(self, error: WsconnError, connection_id: str | None) -> None:
         """The error line on stderr, then why (explain.py); JSON mode also reports on stdout."""
@@ -149,6 +116,45 @@ class Output:
             click.echo(f"wsconn: the service said: {redact(error.detail)}", err=True)
         error.shown = True
 
+    def settings(self, rows: list[tuple[str, str | None, str]]) -> None:
+        """`wsconn config`: each setting, its value (None: unresolved) and where it came from."""
+        if self.mode == "json":
+            self._json({name: {"value": value, "source": source} for name, value, source in rows})
+            return
+        if self.mode == "text":
+            width = max(len(name) for name, _, _ in rows)
+            for name, value, source in rows:
+                click.echo(f"{name:<{width}}  {value or '-'}  ({source})")
+            return
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(box=None, show_header=True, header_style="bold")
+        for column in ("setting", "value", "source"):
+            table.add_column(column)
+        for name, value, source in rows:
+            shown = escape(value) if value else "[red]not set[/]"
+            table.add_row(name, shown, escape(source))
+        Console().print(table)
+
+    def dry_run(self, prepared: Prepared, settings: Mapping[str, str | None]) -> None:
+        """--dry-run: the request as a curl command that reproduces it, and where it came from."""
+        command = curl_command(prepared)
+        if self.mode == "json":
+            self._json(
+                {**settings, "method": prepared.method, "url": prepared.url, "curl": command}
+            )
+            return
+        click.echo(
+            f"# endpoint {settings['endpoint']} (from {settings['endpointSource']})\n"
+            f"# region {settings['region']} (from {settings['regionSource']})\n"
+            f"# credentials from {settings['credentialSource']}, access key {settings['accessKeyId']}"
+        )
+        if settings.get("sessionToken"):
+            click.echo("# the session token is read from $AWS_SESSION_TOKEN: export it first")
+        click.echo(command)
+
     # -- diagnostics -------------------------------------------------------------------------
     def tracer(self) -> Trace | None:
         return Trace(self.verbose) if self.verbose else None
@@ -166,6 +172,161 @@ class Output:
         sys.stdout.flush()
 
 
+def _ages(info: ConnectionInfo) -> tuple[float, float]:
+    """Seconds since connect and since last activity, by our clock or the service's."""
+    now = datetime.now(timezone.utc)
+    # The Date header has whole seconds: trust it over our clock only when they disagree.
+    if info.server_time and abs((info.server_time - now).total_seconds()) > 2:
+        now = info.server_time
+    return (now - info.connected_at).total_seconds(), (now - info.last_active_at).total_seconds()
+
+
+def _status_fields(info: ConnectionInfo) -> dict[str, object]:
+    return {"connectionId": info.result.connection_id, **info.fields, **_result_fields(info.result)}
+
+
+def _status_rows(info: ConnectionInfo) -> list[tuple[str, str]]:
+    age, idle = _ages(info)
+    return [
+        ("connection id", info.result.connection_id),
+        ("connected at", iso_ms(info.connected_at)),
+        ("connected for", format_duration(age)),
+        ("last active", iso_ms(info.last_active_at)),
+        ("idle for", format_duration(idle)),
+        ("source IP", info.source_ip or "-"),
+        ("user agent", info.user_agent or "-"),
+        ("idle timeout in", format_duration(IDLE_TIMEOUT - idle)),
+        ("2-hour limit in", format_duration(MAX_DURATION - age)),
+    ]
+
+
+def _status_panel(
+    info: ConnectionInfo, rows: list[tuple[str, str]], highlight: str | None = None, note: str = ""
+) -> Any:
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in rows:
+        table.add_row(
+            name, f"[reverse yellow]{escape(value)}[/]" if name == highlight else escape(value)
+        )
+    return Panel(
+        table,
+        title=f"[bold]{escape(info.result.connection_id)}[/] [green]connected[/]",
+        subtitle=note or None,
+        title_align="left",
+        subtitle_align="left",
+        expand=False,
+    )
+
+
+class Watch:
+    """`status --watch`: one JSON or text line per poll, or a live rich panel on a terminal."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.polls = 0
+        self._live: Any = None
+        self._last_active: datetime | None = None
+        self._changes = 0
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def poll(self, info: ConnectionInfo, interval: float) -> None:
+        self.polls += 1
+        changed = self._last_active is not None and info.last_active_at != self._last_active
+        self._last_active = info.last_active_at
+        self._changes += changed
+        age, idle = _ages(info)
+        if self.mode == "json":
+            Output._json(
+                {
+                    **_status_fields(info),
+                    "poll": self.polls,
+                    "activityChanged": changed,
+                    "connectedSeconds": round(age, 3),
+                    "idleSeconds": round(idle, 3),
+                    "idleTimeoutInSeconds": round(IDLE_TIMEOUT - idle, 3),
+                    "maxDurationInSeconds": round(MAX_DURATION - age, 3),
+                }
+            )
+            return
+        if self.mode == "text":
+            mark = "  active" if changed else ""
+            click.echo(
+                f"{iso_ms(datetime.now(timezone.utc))}  connected {format_duration(age)}, "
+                f"idle {format_duration(idle)}, idle timeout in "
+                f"{format_duration(IDLE_TIMEOUT - idle)}, 2-hour limit in "
+                f"{format_duration(MAX_DURATION - age)}{mark}"
+            )
+            sys.stdout.flush()
+            return
+        note = f"poll {self.polls}, every {interval:g}s, {self._changes} changes"
+        panel = _status_panel(
+            info, _status_rows(info)[1:], "last active" if changed else None, note
+        )
+        if self._live is None:
+            from rich.live import Live
+
+            self._live = Live(panel, auto_refresh=False)
+            self._live.start()
+        self._live.update(panel, refresh=True)
+
+    def gone(self, connection_id: str, last_seen: datetime | None) -> None:
+        """The connection went away: say when (between the last good poll and now)."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        now = datetime.now(timezone.utc)
+        seen = f"last seen connected at {iso_ms(last_seen)}, " if last_seen else ""
+        click.echo(f"wsconn: {connection_id} went away ({seen}gone by {iso_ms(now)})", err=True)
+
+
+def curl_command(prepared: Prepared) -> str:
+    """A pasteable curl command sending exactly these bytes with exactly these signed headers.
+
+    The session token is written as $AWS_SESSION_TOKEN, never its value; --path-as-is keeps curl
+    from normalising the signed path.
+    """
+    import shlex
+
+    parts = ["curl", "--silent", "--show-error", "--path-as-is", "--request", prepared.method]
+    parts.append(shlex.quote(prepared.url))
+    for name, value in prepared.headers.items():
+        if name == "content-length":
+            continue  # curl writes it from the body
+        if name == "x-amz-security-token":
+            parts.append('--header "x-amz-security-token: $AWS_SESSION_TOKEN"')
+        else:
+            parts.append("--header " + shlex.quote(f"{name}: {value}"))
+    prefix = ""
+    body = prepared.body
+    if body:
+        # No curl default Content-Type: the service would not mind, but keep the request as signed.
+        parts.append("--header 'content-type:'")
+        text = body.decode("utf-8", "replace")
+        if text.encode("utf-8") == body and text.isprintable() and not text.startswith("@"):
+            parts.append("--data-binary " + shlex.quote(text))
+        else:
+            prefix = f"printf {shlex.quote(printf_escape(body))} | "
+            parts.append("--data-binary @-")
+    return prefix + " ".join(parts)
+
+
+def printf_escape(data: bytes) -> str:
+    """printf's octal escapes for bytes that are not printable ASCII (and for % and \\)."""
+    return "".join(chr(b) if 32 <= b < 127 and b not in (37, 92) else f"\\{b:03o}" for b in data)
+
+
 def _result_fields(result: Result) -> dict[str, object]:
     return {
         "connectionId": result.connection_id,
@@ -178,7 +339,8 @@ def _result_fields(result: Result) -> dict[str, object]:
 
 
 class Trace:
-    """-v: the request and response on stderr, with the signature and session token redacted."""
+    """-v: how the call was resolved and signed, the request and response, and timings, on
+    stderr, with the signature and the session token redacted."""
 
     def __init__(self, level: int) -> None:
         self.level = level
@@ -191,8 +353,15 @@ class Trace:
         text = _SIGNATURE.sub(r"\1<redacted>", text)
         return text.replace(self._token, "<redacted>") if self._token else text
 
+    def resolved(self, settings: Mapping[str, str | None]) -> None:
+        self._echo(
+            f"* endpoint {settings['endpoint']} (from {settings['endpointSource']}), "
+            f"region {settings['region']} (from {settings['regionSource']}), "
+            f"credentials from {settings['credentialSource']} ({settings['accessKeyId']})"
+        )
+
     def signing(self, canonical_request: str, string_to_sign: str) -> None:
-        if self.level > 1:
+        if self.level:
             self._echo("* canonical request:")
             for line in canonical_request.splitlines():
                 if line.startswith("x-amz-security-token:"):
@@ -212,13 +381,19 @@ class Trace:
             self._echo(f"> ({len(body)} bytes of body)")
 
     def response(
-        self, status: int, reason: str, headers: Mapping[str, str], body: bytes, ms: float
+        self,
+        status: int,
+        reason: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timings: Mapping[str, float],
     ) -> None:
-        self._echo(f"< {status} {reason} ({ms:.1f} ms)")
+        self._echo(f"< {status} {reason}")
         for name, value in headers.items():
             self._echo(f"< {name}: {value}")
         if body:
-            self._echo("< " + self._redact(body[:2000].decode("utf-8", "replace")))
+            self._echo("< " + redact(self._redact(body[:2000].decode("utf-8", "replace"))))
+        self._echo("* time: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in timings.items()))
 
     def retry(self, attempt: int, delay: float, why: str) -> None:
         self._echo(f"* attempt {attempt} failed ({why}); retrying in {delay:.2f}s")

@@ -16,7 +16,7 @@ import aiohttp
 from wsconn.errors import ConfigError, InternalError
 from wsconn.local.credentials import GENERATED_SOURCE, generate_credentials, resolve_credentials
 from wsconn.local.gateway import GatewayConfig, GatewayThread, serve
-from wsconn.render import DemoPrinter, EventPrinter
+from wsconn.render import DemoPrinter, EventPrinter, printf_escape
 
 
 def run_local(
@@ -108,11 +108,6 @@ class _Client:
             self.closed.set()
 
 
-def _printf_escape(data: bytes) -> str:
-    """printf's octal escapes for bytes that are not printable ASCII."""
-    return "".join(chr(b) if 32 <= b < 127 and b != 92 else f"\\{b:03o}" for b in data)
-
-
 def run_demo() -> None:
     """Start a gateway on a free port, connect a client, and run real wsconn commands against it."""
     out = DemoPrinter()
@@ -152,7 +147,7 @@ def run_demo() -> None:
         def wsconn(*args: str, expect: int, stdin: bytes | None = None) -> None:
             shown = "wsconn " + " ".join(shlex.quote(a) for a in args)
             if stdin is not None:
-                shown = f"printf {shlex.quote(_printf_escape(stdin))} | {shown}"
+                shown = f"printf {shlex.quote(printf_escape(stdin))} | {shown}"
             out.command(shown)
             done = subprocess.run(
                 [sys.executable, "-m", "wsconn", *args],
