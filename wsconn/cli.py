@@ -585,6 +585,18 @@ def _given(value: object, default: object, option: str) -> str:
     is_flag=True,
     help="Answer requests signed with the session token with ExpiredTokenException.",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="PEM",
+    help="Serve https and wss with this certificate (chain); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="PEM",
+    help="Its private key.",
+)
 def local(
     host: str,
     port: int,
@@ -602,6 +614,8 @@ def local(
     clock_skew: float,
     deny: tuple[str, ...],
     expired_token: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Run a local API Gateway WebSocket endpoint with a faithful @connections API.
 
@@ -634,6 +648,8 @@ def local(
         clock_skew=clock_skew,
         deny_methods=deny,
         expired_token=expired_token,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
 

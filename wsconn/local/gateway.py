@@ -41,6 +41,7 @@ import json
 import logging
 import random
 import secrets
+import ssl
 import string
 import threading
 import uuid
@@ -108,6 +109,7 @@ class GatewayConfig:
     latency: float = 0.0  # seconds added before answering each management request
     # Answers AWS gives that a local setup cannot cause by itself, for testing diagnostics:
     clock_skew: float = 0.0  # seconds the gateway's clock (signature checks, Date) is ahead
+    tls: ssl.SSLContext | None = None  # serve https and wss instead of http and ws
     deny_methods: tuple[str, ...] = ()  # as if IAM denied execute-api:ManageConnections
     expired_token: bool = False  # the trusted session token is reported expired
 
@@ -248,12 +250,12 @@ class LocalGateway:
     @property
     def endpoint(self) -> str:
         """The management endpoint, e.g. ``http://127.0.0.1:8080/dev``."""
-        return f"http://{self._base}"
+        return f"{'https' if self.config.tls else 'http'}://{self._base}"
 
     @property
     def ws_url(self) -> str:
         """The WebSocket URL clients connect to, e.g. ``ws://127.0.0.1:8080/dev``."""
-        return f"ws://{self._base}"
+        return f"{'wss' if self.config.tls else 'ws'}://{self._base}"
 
     async def start(self) -> None:
         """Bind and listen (``OSError`` if the port is taken), then emit ``listening``."""
@@ -263,7 +265,9 @@ class LocalGateway:
         runner = web.AppRunner(app, handle_signals=False, access_log=None, auto_decompress=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.host, self.config.port)
+            site = web.TCPSite(
+                runner, self.config.host, self.config.port, ssl_context=self.config.tls
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()

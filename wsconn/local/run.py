@@ -6,6 +6,7 @@ import asyncio
 import os
 import queue
 import shlex
+import ssl
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from wsconn.errors import ConfigError, InternalError
+from wsconn.errors import ConfigError, InternalError, UsageError
 from wsconn.local.credentials import GENERATED_SOURCE, generate_credentials, resolve_credentials
 from wsconn.local.gateway import GatewayConfig, GatewayThread, serve
 from wsconn.render import DemoPrinter, EventPrinter, printf_escape
@@ -37,11 +38,14 @@ def run_local(
     clock_skew: float = 0.0,
     deny_methods: tuple[str, ...] = (),
     expired_token: bool = False,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> None:
     """Serve until Ctrl-C (then every client is closed with 1001 and this returns)."""
     from wsconn.auth import AwsConfig
 
     region = region or AwsConfig(profile).configured_region() or "us-east-1"
+    tls = _tls_context(tls_cert, tls_key)
     credentials, source = resolve_credentials(profile)
     config = GatewayConfig(
         host=host,
@@ -60,6 +64,7 @@ def run_local(
         clock_skew=clock_skew,
         deny_methods=deny_methods,
         expired_token=expired_token,
+        tls=tls,
     )
     printer = EventPrinter(json_lines=json_events)
     if not auth:
@@ -77,6 +82,20 @@ def run_local(
         asyncio.run(serve(config, printer))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """A server TLS context from PEM files, or None for plain http/ws."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"cannot use {cert} / {key} for TLS: {exc}") from None
+    return context
 
 
 @dataclass
