@@ -421,10 +421,22 @@ def test_exit_8_unreadable_file(wsconn: Wsconn, tmp_path: Path) -> None:
     assert "missing" in run.stderr and "No such file" in run.stderr
 
 
-def test_exit_9_malformed_id(gateway: Any, wsconn: Wsconn) -> None:
+def test_exit_9_other_4xx(wsconn: Wsconn) -> None:
+    from tests.scripted_server import Step, scripted
+
+    bad = Step(400, {"x-amzn-ErrorType": "BadRequestException"}, b'{"message":"Invalid id"}')
+    with scripted(bad) as server:
+        run = wsconn("send", "--endpoint", server.endpoint, "R0oXAdfD0kwCH6w=", "x")
+        assert run.code == 9
+        assert "400 BadRequestException" in run.stderr and "Invalid id" in run.stderr
+
+
+def test_malformed_id_is_refused_before_sending(gateway: Any, wsconn: Wsconn) -> None:
+    before = len(gateway.events)
     run = wsconn("send", "--endpoint", gateway.endpoint, "bad\x01id", "x")
-    assert run.code == 9
-    assert "400 BadRequestException" in run.stderr
+    assert run.code == 2
+    assert "holds '\\x01'" in run.stderr
+    assert len(gateway.events) == before
 
 
 def test_exit_2_usage(wsconn: Wsconn) -> None:

@@ -159,7 +159,7 @@ def test_environment_order() -> None:
 def test_no_endpoint_never_falls_back_to_the_sdk_trap() -> None:
     with pytest.raises(ConfigError, match="no endpoint"):
         resolve()
-    with pytest.raises(ConfigError, match="no api-id"):
+    with pytest.raises(UsageError, match="no api-id"):
         resolve(endpoint="https://execute-api.us-east-1.amazonaws.com/")
 
 
@@ -177,16 +177,19 @@ def test_bare_id_typed_encoded_is_decoded_once() -> None:
         ("https://host:99999/prod", "not a valid URL"),
     ],
 )
-def test_bad_endpoints_are_config_errors(url: str, why: str) -> None:
-    with pytest.raises(ConfigError, match=why):
+def test_bad_endpoints_are_usage_errors_when_typed(url: str, why: str) -> None:
+    with pytest.raises(UsageError, match=why):
         resolve(endpoint=url)
+    # The same URL read from the environment is a configuration error.
+    with pytest.raises(ConfigError, match=why):
+        resolve(environ={"WSCONN_ENDPOINT": url})
 
 
 def test_endpoint_naming_a_connection_is_refused() -> None:
-    with pytest.raises(ConfigError, match="names a connection"):
+    with pytest.raises(UsageError, match="names a connection"):
         resolve(endpoint=f"{API}/prod/@connections/abc")
 
 
 def test_connection_url_without_id_is_refused() -> None:
-    with pytest.raises(ConfigError, match="no '/@connections/"):
+    with pytest.raises(UsageError, match="no '/@connections/"):
         resolve(f"{API}/prod/")

@@ -177,6 +177,13 @@ def _config_errors() -> Iterator[None]:
         ) from None
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise ConfigError(f"could not load AWS credentials or config: {exc}") from None
+    except RuntimeError as exc:  # botocore: "refreshed credentials are still expired"
+        raise ConfigError(f"the AWS credentials are expired: {exc}") from None
+    except ValueError as exc:  # e.g. a credential_process that prints something not JSON
+        raise ConfigError(
+            f"could not load AWS credentials: {type(exc).__name__}: {exc} "
+            "(does the profile's credential_process print JSON?)"
+        ) from None
 
 
 def _hmac(key: bytes, msg: str) -> bytes:

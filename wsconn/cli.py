@@ -77,7 +77,10 @@ _SHARED_OPTIONS = [
     click.option("--api-id", metavar="ID", help="API id; use with --stage (and --region)."),
     click.option("--stage", metavar="NAME", help="Stage name, e.g. prod or $default."),
     click.option(
-        "--region", metavar="REGION", help="AWS region (default: from the host or profile)."
+        "--region",
+        metavar="REGION",
+        callback=lambda _ctx, _param, value: _region(value),
+        help="AWS region (default: from the host or profile).",
     ),
     click.option(
         "--profile", metavar="NAME", help="AWS profile from ~/.aws/config (as the AWS CLI)."
@@ -236,6 +239,12 @@ def bulk_options(command: F) -> F:
     return command
 
 
+def _region(value: str | None) -> str | None:
+    from wsconn.endpoint import check_region
+
+    return None if value is None else check_region(value, "--region")
+
+
 def shared_options(command: F) -> F:
     for option in reversed(_SHARED_OPTIONS):
         command = option(command)
@@ -302,7 +311,7 @@ def send(
             raise UsageError("with --ids, give the message with -d TEXT or -d @FILE")
         if data == "@-" and bulk.ids == "-":
             raise UsageError("standard input cannot hold both the ids and the message")
-        payload = read_message(None, data)
+        payload = read_message(None, data, wait=opts.timeout)
         ctx.exit(
             _run_bulk(
                 opts,
@@ -315,7 +324,7 @@ def send(
         )
     out = _output(opts)
     try:
-        payload = read_message(message, data)
+        payload = read_message(message, data, wait=opts.timeout)
     except WsconnError as error:
         out.failed(error, None)
         raise

@@ -23,7 +23,7 @@ from requests.adapters import HTTPAdapter
 
 from wsconn import __version__
 from wsconn.auth import AwsConfig, SignedHeaders, Signer
-from wsconn.endpoint import Endpoint
+from wsconn.endpoint import Endpoint, check_region
 from wsconn.errors import (
     ClientError,
     ConfigError,
@@ -400,6 +400,8 @@ def open_client(
         region, region_source = endpoint.host_region, f"the host {endpoint.netloc}"
     else:
         region, region_source = config.configured_region_and_source()
+    if region:
+        check_region(region, region_source)
     if not region:
         raise ConfigError(
             f"no region for {endpoint.netloc}: the host does not name one; pass --region "

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from wsconn.errors import ConfigError, UsageError
+from wsconn.errors import ConfigError, UsageError, WsconnError
 
 ENV_ENDPOINTS = ("WSCONN_ENDPOINT", "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", "AWS_ENDPOINT_URL")
 
@@ -80,6 +80,40 @@ def decode_connection_id(text: str) -> str:
     return unquote(text) if _ESCAPE.search(text) else text
 
 
+MAX_ID_LENGTH = 128
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+
+
+def check_connection_id(connection_id: str) -> str:
+    """The id if it can be one (printable ASCII, 1..128 characters), else a usage error.
+
+    Real ids are 15 of [A-Za-z0-9_-] then '='; the service answers 400 to what this refuses,
+    so refusing it here sends nothing and says why.
+    """
+    if not connection_id.strip():
+        raise UsageError("the connection id is empty")
+    if len(connection_id) > MAX_ID_LENGTH:
+        raise UsageError(
+            f"the connection id is {len(connection_id)} characters long; ids have 16 "
+            f"(at most {MAX_ID_LENGTH} are accepted)"
+        )
+    bad = next((ch for ch in connection_id if not " " <= ch <= "~"), None)
+    if bad is not None:
+        raise UsageError(
+            f"the connection id {connection_id!r} holds {bad!r}: ids are printable ASCII "
+            "(real ones: 15 of A-Z a-z 0-9 _ - then '=')"
+        )
+    return connection_id
+
+
+def check_region(region: str, source: str) -> str:
+    """A region name (e.g. us-east-1), else a usage error (typed) or configuration error."""
+    if not _REGION.fullmatch(region):
+        message = f"{source} {region!r} is not an AWS region name (like us-east-1 or eu-west-2)"
+        raise (UsageError if source == "--region" else ConfigError)(message)
+    return region
+
+
 def is_url(text: str) -> bool:
     return "://" in text
 
@@ -88,10 +122,11 @@ def parse_endpoint(url: str, source: str) -> Endpoint:
     """Parse an endpoint URL of any accepted form; raise ConfigError with the reason if it is not one."""
     endpoint, connection_id = _split_url(url, source)
     if connection_id:
-        raise ConfigError(
+        raise _bad(
+            source,
             f"{source} {url!r} names a connection; give the endpoint only "
             "(https://{api-id}.execute-api.{region}.amazonaws.com/{stage}) "
-            "or pass the whole connection URL as CONNECTION_ID"
+            "or pass the whole connection URL as CONNECTION_ID",
         )
     return endpoint
 
@@ -100,11 +135,17 @@ def parse_connection_url(url: str) -> Target:
     """A whole connection URL: https://host/stage/@connections/{id} ('@' or '%40', id encoded or not)."""
     endpoint, connection_id = _split_url(url, "connection URL")
     if not connection_id:
-        raise ConfigError(
+        raise UsageError(
             f"connection URL {url!r} has no '/@connections/{{id}}' part; "
             "pass the endpoint with --endpoint and the id as CONNECTION_ID"
         )
     return Target(endpoint, connection_id)
+
+
+def _bad(source: str, message: str) -> WsconnError:
+    """A bad URL is a usage error when typed, a configuration error when read from the env."""
+    typed = source.startswith("--") or source == "connection URL"
+    return (UsageError if typed else ConfigError)(message)
 
 
 def _split_url(url: str, source: str) -> tuple[Endpoint, str | None]:
@@ -113,23 +154,24 @@ def _split_url(url: str, source: str) -> tuple[Endpoint, str | None]:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"{source} {url!r} is not a valid URL: {exc}") from None
+        raise _bad(source, f"{source} {url!r} is not a valid URL: {exc}") from None
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None:
-        raise ConfigError(f"{source} {url!r} must start with https://, http://, wss:// or ws://")
+        raise _bad(source, f"{source} {url!r} must start with https://, http://, wss:// or ws://")
     if not parts.hostname:
-        raise ConfigError(f"{source} {url!r} has no host")
+        raise _bad(source, f"{source} {url!r} has no host")
     if parts.username is not None or parts.password is not None:
-        raise ConfigError(f"{source} {url!r} must not contain a user name or password")
+        raise _bad(source, f"{source} {url!r} must not contain a user name or password")
     if parts.query or parts.fragment:
-        raise ConfigError(f"{source} {url!r} must not have a query string or fragment")
+        raise _bad(source, f"{source} {url!r} must not have a query string or fragment")
     host = parts.hostname.lower()
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     if host.startswith("execute-api."):
-        raise ConfigError(
+        raise _bad(
+            source,
             f"{source} {url!r} has no api-id: the management endpoint is "
-            "https://{api-id}.execute-api.{region}.amazonaws.com/{stage}"
+            "https://{api-id}.execute-api.{region}.amazonaws.com/{stage}",
         )
     default_port = 443 if scheme == "https" else 80
     netloc = host if port in (None, default_port) else f"{host}:{port}"
@@ -140,7 +182,7 @@ def _split_url(url: str, source: str) -> tuple[Endpoint, str | None]:
         raw_id = path[match.end() + 1 :].rstrip("/")
         path = path[: match.start()]
         if "/" in raw_id:
-            raise ConfigError(f"{source} {url!r}: a '/' in a connection id must be written %2F")
+            raise _bad(source, f"{source} {url!r}: a '/' in a connection id must be written %2F")
         connection_id = unquote(raw_id) if raw_id else None
     base_path = _wire_path(path.rstrip("/"))
     return Endpoint(scheme, netloc, base_path, source), connection_id
@@ -156,9 +198,9 @@ def _wire_path(path: str) -> str:
 def api_endpoint(api_id: str, stage: str, region: str) -> Endpoint:
     """https://{api-id}.execute-api.{region}.amazonaws.com/{stage} (.com.cn in China regions)."""
     if not re.fullmatch(r"[a-z0-9]{1,64}", api_id):
-        raise ConfigError(f"--api-id {api_id!r} is not an API id (lower-case letters and digits)")
+        raise UsageError(f"--api-id {api_id!r} is not an API id (lower-case letters and digits)")
     if not stage or "/" in stage:
-        raise ConfigError(f"--stage {stage!r} is not a stage name")
+        raise UsageError(f"--stage {stage!r} is not a stage name")
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return Endpoint(
         "https",
@@ -183,10 +225,11 @@ def resolve_target(
     not read for nothing).
     """
     if is_url(connection):
-        return parse_connection_url(connection)
-    connection_id = decode_connection_id(connection)
-    if not connection_id.strip():
-        raise UsageError("the connection id is empty")
+        target = parse_connection_url(connection)
+        check_connection_id(target.connection_id)
+        return target
+    # Real ids never hold white space: surrounding spaces come from copying.
+    connection_id = check_connection_id(decode_connection_id(connection.strip()))
     if endpoint:
         return Target(parse_endpoint(endpoint, "--endpoint"), connection_id)
     if api_id or stage:
@@ -197,6 +240,7 @@ def resolve_target(
             raise ConfigError(
                 "no region for --api-id: pass --region, or set AWS_REGION or the profile's region"
             )
+        check_region(resolved_region, "the region")
         return Target(api_endpoint(api_id, stage, resolved_region), connection_id)
     for name in ENV_ENDPOINTS:
         value = environ.get(name, "").strip()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import select
+import stat
 import sys
 from typing import BinaryIO
 
@@ -11,7 +13,9 @@ from wsconn.errors import ConfigError, PayloadTooLarge, UsageError
 MAX_PAYLOAD = 131072  # 128 KiB: the service's limit for one PostToConnection
 
 
-def read_message(message: str | None, data: str | None, stdin: BinaryIO | None = None) -> bytes:
+def read_message(
+    message: str | None, data: str | None, stdin: BinaryIO | None = None, wait: float = 10.0
+) -> bytes:
     """MESSAGE, -d TEXT, -d @FILE, -d @- or piped stdin, as bytes; refuse over 128 KiB.
 
     Arguments are turned back into the exact bytes typed (os.fsencode undoes Python's decoding),
@@ -19,22 +23,22 @@ def read_message(message: str | None, data: str | None, stdin: BinaryIO | None =
     """
     if message is not None and data is not None:
         raise UsageError("give the message once: as MESSAGE or with -d/--data, not both")
-    stream = stdin if stdin is not None else sys.stdin.buffer
+    if stdin is not None:
+        stream: BinaryIO | None = stdin
+    else:
+        # sys.stdin is None when the process was started with standard input closed.
+        stream = sys.stdin.buffer if sys.stdin is not None else None
     if data is not None and data.startswith("@"):
         source = data[1:]
         if source == "-":
+            if stream is None:
+                raise UsageError("-d @-: standard input is closed")
             payload = _read_limited(stream, "standard input")
         else:
-            try:
-                with open(source, "rb") as file:
-                    payload = _read_limited(file, source)
-            except IsADirectoryError:
-                raise ConfigError(f"cannot read {source}: it is a directory") from None
-            except OSError as exc:
-                raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
+            payload = _read_file(source, wait)
     elif data is not None or message is not None:
         payload = os.fsencode(data if data is not None else message or "")
-    elif stream.isatty():
+    elif stream is None or stream.isatty():
         raise UsageError("no message: give MESSAGE, -d TEXT, -d @FILE, or pipe it on stdin")
     else:
         payload = _read_limited(stream, "standard input")
@@ -43,6 +47,48 @@ def read_message(message: str | None, data: str | None, stdin: BinaryIO | None =
             f"the message is {len(payload)} bytes; the service's limit is {MAX_PAYLOAD} (128 KiB)"
         )
     return payload
+
+
+def _read_file(path: str, wait: float) -> bytes:
+    """A file's bytes; a FIFO (or process substitution) is read until its writer closes it."""
+    try:
+        if stat.S_ISFIFO(os.stat(path).st_mode):
+            return _read_fifo(path, wait)
+        with open(path, "rb") as file:
+            return _read_limited(file, path)
+    except IsADirectoryError:
+        raise ConfigError(f"cannot read {path}: it is a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_fifo(path: str, wait: float) -> bytes:
+    """Read a named pipe without hanging when nobody writes to it: give up after `wait` s."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                raise ConfigError(
+                    f"cannot read {path}: nothing came through the pipe in {wait:g}s (no writer?)"
+                )
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_PAYLOAD:
+                raise PayloadTooLarge(
+                    f"the message from {path} is over {MAX_PAYLOAD} bytes (128 KiB), "
+                    "the service's limit"
+                )
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def _read_limited(stream: BinaryIO, name: str) -> bytes:
