@@ -89,7 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def scripted(*steps: Step, tls: ssl.SSLContext | None = None) -> Iterator[ScriptedServer]:
     server = ScriptedServer(list(steps) or [Step()], tls)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield server

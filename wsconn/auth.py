@@ -179,10 +179,12 @@ def _config_errors() -> Iterator[None]:
         raise ConfigError(f"could not load AWS credentials or config: {exc}") from None
     except RuntimeError as exc:  # botocore: "refreshed credentials are still expired"
         raise ConfigError(f"the AWS credentials are expired: {exc}") from None
-    except ValueError as exc:  # e.g. a credential_process that prints something not JSON
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # botocore's reading of what a credential_process printed, when it is not the JSON
+        # object the AWS CLI expects.
         raise ConfigError(
             f"could not load AWS credentials: {type(exc).__name__}: {exc} "
-            "(does the profile's credential_process print JSON?)"
+            "(does the profile's credential_process print the JSON the AWS CLI expects?)"
         ) from None
 
 
