@@ -54,7 +54,7 @@ WAIT = 10.0  # only reached when something is broken
 GATEWAY_SETTINGS = settings(
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 OFFLINE_SETTINGS = settings(deadline=None, database=None)
 

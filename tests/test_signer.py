@@ -87,3 +87,15 @@ def test_signing_key_is_rederived_when_the_day_changes() -> None:
 def test_repr_never_shows_secrets() -> None:
     creds = Credentials("AKIDEXAMPLE", "TOPSECRETKEY", "SESSIONTOKEN", "env")
     assert "TOPSECRETKEY" not in repr(creds) and "SESSIONTOKEN" not in repr(creds)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/dev/@connections/..", "/dev/@connections/.", "/a/./b/../c/", "//dev//@connections/x", "/"],
+)
+def test_dot_segments_are_removed_as_botocore_does(path: str) -> None:
+    from botocore.utils import normalize_url_path
+
+    from wsconn.auth import remove_dot_segments
+
+    assert (remove_dot_segments(path) or "/") == normalize_url_path(path)

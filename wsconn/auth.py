@@ -193,8 +193,23 @@ def _hmac(key: bytes, msg: str) -> bytes:
 
 
 def canonical_uri(wire_path: str) -> str:
-    """The path as sent, percent-encoded once more (SigV4 for every service but S3)."""
-    return quote(wire_path or "/", safe="/~")
+    """The path as sent, dot segments removed, percent-encoded once more (SigV4 for every
+    service but S3)."""
+    return quote(remove_dot_segments(wire_path) or "/", safe="/~")
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4, as AWS applies it (and botocore): empty segments go too."""
+    kept: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment and segment != ".":
+            kept.append(segment)
+    first = "/" if path.startswith("/") else ""
+    last = "/" if path.endswith("/") and kept else ""
+    return first + "/".join(kept) + last
 
 
 class Signer:
