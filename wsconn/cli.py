@@ -835,6 +835,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # Without standalone mode Click returns ctx.exit()'s code instead of exiting.
         code = cli.main(args=args, prog_name="wsconn", standalone_mode=False)
+        sys.stdout.flush()  # here, so a reader gone away is handled below, not at exit
     except WsconnError as error:
         if not error.shown:
             error.show()
@@ -855,9 +856,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("wsconn: interrupted", err=True)
         sys.exit(ExitCode.INTERRUPTED)
     except BrokenPipeError:
-        # The reader went away (`| head`): nothing more can be written; exit quietly.
-        _silence_stdout()
-        sys.exit(ExitCode.OK)
+        # The reader went away (`| head`): nothing more can be written; exit as a shell says.
+        from wsconn.render import silence_stdout
+
+        silence_stdout()
+        sys.exit(ExitCode.BROKEN_PIPE)
     except Exception as exc:
         if debug:
             import traceback
@@ -871,8 +874,3 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(ExitCode.INTERNAL)
     sys.exit(code if isinstance(code, int) else ExitCode.OK)
-
-
-def _silence_stdout() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())

@@ -29,6 +29,8 @@ class ExitCode(IntEnum):
     CLIENT_ERROR = 9
     SERVER_ERROR = 10
     INTERRUPTED = 130
+    BROKEN_PIPE = 141
+    TERMINATED = 143
 
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
@@ -45,6 +47,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.CLIENT_ERROR: "other 4xx (e.g. 400 malformed connection id)",
     ExitCode.SERVER_ERROR: "5xx after retries",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitCode.BROKEN_PIPE: "standard output closed early (its reader, e.g. head, went away); nothing more was written",
+    ExitCode.TERMINATED: "terminated (SIGTERM) during --ids, after accounting for every id",
 }
 
 

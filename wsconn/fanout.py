@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from wsconn.client import ConnectionInfo
 from wsconn.errors import ConfigError, ExitCode, WsconnError, outcome_of
+from wsconn.render import silence_stdout
 
 if TYPE_CHECKING:
     from wsconn.client import ManagementClient, Result
@@ -385,21 +386,29 @@ def run(
     gone_out: IO[str] | None,
     failed_out: IO[str] | None,
 ) -> int:
-    """Run to the end (or to Ctrl-C): render each outcome, write the id files; the exit code.
+    """Run to the end (or to a stop): render each outcome, write the id files; the exit code.
 
-    The first Ctrl-C stops new requests and lets those in flight finish; a second one raises
-    KeyboardInterrupt at once.
+    Ctrl-C or SIGTERM stops new requests and lets those in flight finish; every id not attempted
+    is still reported and written to --failed-out. A second Ctrl-C raises KeyboardInterrupt at
+    once. When stdout's reader goes away (`| head`), the run stops the same way and nothing more
+    goes to stdout.
     """
     summary = Summary()
+    stopped_by: list[int] = []
 
-    def on_sigint(_signum: int, _frame: object) -> None:
-        if fanout.stop.is_set():
+    def stop(code: int) -> None:
+        if not fanout.stop.is_set():
+            fanout.stop.set()
+            stopped_by.append(code)
+            out.stopping()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and fanout.stop.is_set():
             raise KeyboardInterrupt
-        fanout.stop.set()
-        summary.interrupted = True
-        out.stopping()
+        stop(ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stdout_open = True
     try:
         for outcome in fanout.results():
             summary.add(outcome)
@@ -409,12 +418,20 @@ def run(
                 gone_out.write(outcome.line + "\n")
             elif outcome.exit_code != ExitCode.OK and failed_out is not None:
                 failed_out.write(outcome.line + "\n")
-            out.result(outcome, summary)
+            if stdout_open:
+                try:
+                    out.result(outcome, summary)
+                except BrokenPipeError:
+                    stdout_open = False
+                    silence_stdout()
+                    stop(ExitCode.BROKEN_PIPE)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     summary.finished = time.perf_counter()
-    if summary.interrupted:
-        summary.exit_code = ExitCode.INTERRUPTED
+    if stopped_by:
+        summary.interrupted = True
+        summary.exit_code = stopped_by[0]
     out.finish(summary)
     return summary.exit_code
 

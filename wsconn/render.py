@@ -30,6 +30,15 @@ MAX_DURATION = 7200.0  # ... and after 2 hours in all
 _SIGNATURE = re.compile(r"(Signature=)[0-9a-fA-F]+")
 
 
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and Python's exit flush must not fail."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def format_duration(seconds: float) -> str:
     """1h 02m 03s / 4m 05s / 12.3s; negative durations read as 0s."""
     seconds = max(0.0, seconds)
