@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -19,43 +18,24 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _common import (
+    ACCESS_KEY,
+    REPO,
+    SECRET_KEY,
+    WSCONN,
+    BenchError,
+    hermetic_env,
+    require_repo_venv,
+)
+
 PEERS = REPO / "benchmarks" / ".venv-peers"
-WSCONN = REPO / ".venv" / "bin" / "wsconn"
 AWS = PEERS / "bin" / "aws"
-ACCESS_KEY = "AKIABENCHMARK0000001"
-SECRET_KEY = "benchmark/fake/secret/key/0000000000000"
 MESSAGE = "hello"
 FORBIDDEN = ("botocore", "requests", "rich", "aiohttp")
 RATIO_BAR = 0.5
 HELP_AIM_MS = 80.0
 WARMUPS = 2
 TIMEOUT = 60.0  # seconds for any one process
-
-
-class BenchError(Exception):
-    """A run that failed: the benchmark stops rather than time a broken command."""
-
-
-def hermetic_env(home: Path) -> dict[str, str]:
-    """A minimal environment: fake keys, empty AWS files, no metadata, loopback only."""
-    (home / "config").write_text("")
-    (home / "credentials").write_text("")
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "NO_COLOR": "1",
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(home / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
-        "AWS_PAGER": "",
-        "NO_PROXY": "127.0.0.1",
-        "no_proxy": "127.0.0.1",
-    }
 
 
 def ensure_peers() -> str:
@@ -190,8 +170,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 3 or args.runs > 500:
         parser.error("--runs must be between 3 and 500")
-    if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
-        parser.error(f"run with the repo's venv: {REPO / '.venv' / 'bin' / 'python'}")
+    require_repo_venv(parser)
 
     from wsconn import __version__
     from wsconn.local.credentials import LocalCredentials
