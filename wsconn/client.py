@@ -486,54 +486,27 @@ def _error_for(
     status = response.status
     error_type, service_message = error_type_and_message(response.headers, response.body)
     first_line = service_message.strip().splitlines()[0] if service_message.strip() else ""
-    detail_text = service_message or None
     label = f"{status} {error_type}" if error_type else f"{status} {response.reason}".strip()
+    detail = f": {first_line}" if first_line else ""
+    kind: type[WsconnError]
     if status == 410:
-        return ConnectionGone(
-            f"{connection_id} is not connected ({label})",
-            http_status=status,
-            error_type=error_type,
-            detail=detail_text,
-        )
-    if status == 403:
+        kind, text = ConnectionGone, f"{connection_id} is not connected ({label})"
+    elif status == 403:
         hint = first_line or "access denied"
         if error_type == "ForbiddenException":
             hint = f"{hint}: wrong stage, path or api-id, or the execute-api endpoint is disabled"
-        return Forbidden(
-            f"{error_type or 'Forbidden'}: {hint} ({status})",
-            http_status=status,
-            error_type=error_type,
-            detail=detail_text,
-        )
-    if status == 413:
-        return PayloadTooLarge(
-            f"the service refused a {size}-byte message ({label})",
-            http_status=status,
-            error_type=error_type,
-            detail=detail_text,
-        )
-    if status == 429:
-        return Throttled(
-            f"{method} {connection_id} still throttled after {attempts} attempts ({label})",
-            http_status=status,
-            error_type=error_type,
-            detail=detail_text,
-        )
-    if status >= 500:
-        detail = f": {first_line}" if first_line else ""
-        return ServerError(
-            f"{method} {connection_id} failed after {attempts} attempts ({label}){detail}",
-            http_status=status,
-            error_type=error_type,
-            detail=detail_text,
-        )
-    detail = f": {first_line}" if first_line else ""
-    return ClientError(
-        f"{method} {connection_id} was rejected ({label}){detail}",
-        http_status=status,
-        error_type=error_type,
-        detail=detail_text,
-    )
+        kind, text = Forbidden, f"{error_type or 'Forbidden'}: {hint} ({status})"
+    elif status == 413:
+        kind, text = PayloadTooLarge, f"the service refused a {size}-byte message ({label})"
+    elif status == 429:
+        kind = Throttled
+        text = f"{method} {connection_id} still throttled after {attempts} attempts ({label})"
+    elif status >= 500:
+        kind = ServerError
+        text = f"{method} {connection_id} failed after {attempts} attempts ({label}){detail}"
+    else:
+        kind, text = ClientError, f"{method} {connection_id} was rejected ({label}){detail}"
+    return kind(text, http_status=status, error_type=error_type, detail=service_message or None)
 
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^)'\"]+)")
