@@ -28,6 +28,9 @@ whereas AWS limits frames: a documented deviation); permessage-deflate is not of
 ``lastActiveAt`` is the time of the client's last data frame or of the last POST delivered to it
 (``connectedAt`` until then), and the idle timer restarts on the same events. Idle timeout and
 maximum duration close the client with 1001 ``Going Away``; so does shutting the gateway down.
+A client that stops reading cannot hold anything forever: once its socket buffers are full, a POST
+to it (or its close handshake) waits at most 5 s, then the connection is aborted (disconnect 1006
+``client not reading``) and the POST answers 410.
 WebSocket upgrades are not authenticated (as an API whose ``$connect`` route has no authoriser).
 Pings are answered by aiohttp.
 """
@@ -45,7 +48,7 @@ import ssl
 import string
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import format_datetime
@@ -73,6 +76,10 @@ LOCAL_ACCOUNT = "123456789012"
 LOCAL_API_ID = "local"
 # How long a close handshake (and a DELETE waiting for it) may take.
 CLOSE_TIMEOUT = 5.0
+# How long a POST may wait for a client to take its message (its socket buffers full) before the
+# gateway drops that client as not reading; a close handshake is bounded the same way.
+SEND_TIMEOUT = 5.0
+NOT_READING = "client not reading"
 GOING_AWAY = "Going Away"
 BINARY_REFUSED = "Binary frames are not supported"
 
@@ -130,6 +137,9 @@ class _Connection:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     # (code, reason, by) once the gateway decided how this connection ends.
     outcome: tuple[int, str, CloseBy] | None = None
+    # The client's socket, to drop a client that stopped reading (a write would wait forever).
+    transport: asyncio.Transport | None = None
+    dropped: bool = False
 
     def touch(self) -> None:
         """Record activity now: lastActiveAt and the idle timer."""
@@ -324,6 +334,11 @@ class LocalGateway:
             return await self._dispatch(request)
         except _Refused as refused:
             return self._deny(request, refused.refusal)
+        except ConnectionError as exc:
+            # The client hung up mid-request (reset, closed before its body or handshake ended):
+            # nobody is left to answer, and it is not the gateway's error.
+            log.debug("client left during %s %s: %s", request.method, request.raw_path, exc)
+            return _response(400, {"message": "Bad Request"}, "BadRequestException")
         except Exception as exc:
             # One failing request must never take the server down.
             log.exception("request %s %s failed", request.method, request.raw_path)
@@ -486,10 +501,9 @@ class LocalGateway:
         try:
             if conn.ws.closed:
                 raise ConnectionResetError("closed")
-            if text is not None:
-                await conn.ws.send_str(text)
-            else:
-                await conn.ws.send_bytes(body)
+            send = conn.ws.send_str(text) if text is not None else conn.ws.send_bytes(body)
+            if not await self._bounded(conn, send, SEND_TIMEOUT) or conn.dropped:
+                raise ConnectionResetError(NOT_READING)
         except (ConnectionError, RuntimeError):
             raise _Refused(
                 _Refusal(410, "GoneException", None, "connection closed during delivery")
@@ -558,6 +572,7 @@ class LocalGateway:
             last_active_at=now,
             last_active_clock=clock,
             close_request=loop.create_future(),
+            transport=request.transport,
         )
         # Registered only after the handshake: an id in its $connect is still gone, as on AWS.
         self._open[connection_id] = conn
@@ -595,7 +610,47 @@ class LocalGateway:
         """Close a client from its own session, with a full close handshake."""
         self._open.pop(conn.connection_id, None)
         conn.outcome = (code, reason, by)
-        await conn.ws.close(code=code, message=reason.encode())
+        await self._bounded(
+            conn, conn.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT + 1
+        )
+
+    async def _bounded(self, conn: _Connection, write: Awaitable[object], timeout: float) -> bool:
+        """Await a write to the client for at most ``timeout``; False if the client was dropped.
+
+        aiohttp waits for a full socket buffer to drain with no time limit, so a client that stops
+        reading would hold a POST (or its close handshake, hence shutdown) forever. Past the
+        timeout the connection is aborted (disconnect 1006 ``client not reading``), which also
+        wakes the write. The write runs in its own task: cancelling a wait on aiohttp's shared
+        drain future would break every other write waiting on it.
+        """
+        task = asyncio.ensure_future(write)
+        try:
+            await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            task.result()
+            return True
+        self._drop(conn)
+        await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+        if task.done():
+            if not task.cancelled():
+                task.exception()  # retrieved: an error after the drop says nothing new
+        else:
+            task.cancel()
+        return False
+
+    def _drop(self, conn: _Connection) -> None:
+        """Abort a client's connection at once, without a close handshake."""
+        self._open.pop(conn.connection_id, None)
+        if not conn.dropped:
+            conn.dropped = True
+            log.debug("dropping %s: %s", conn.connection_id, NOT_READING)
+            if conn.outcome is None:
+                conn.outcome = (1006, NOT_READING, "gateway")
+            if conn.transport is not None:
+                conn.transport.abort()
 
     async def _session(self, conn: _Connection) -> None:
         """Read the client's frames until it, a timer, or a request closes the connection."""
@@ -626,6 +681,8 @@ class LocalGateway:
                     await asyncio.wait({receive})
             if receive.cancelled():
                 continue
+            if conn.dropped:
+                return
             if not await self._on_frame(conn, receive.result()):
                 return
 
