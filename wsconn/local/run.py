@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import shlex
@@ -66,6 +67,7 @@ def run_local(
         expired_token=expired_token,
         tls=tls,
     )
+    _quiet_logs()
     printer = EventPrinter(json_lines=json_events)
     if not auth:
         printer.warn(
@@ -82,6 +84,26 @@ def run_local(
         asyncio.run(serve(config, printer))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _quiet_logs() -> None:
+    """No tracebacks on a user's terminal: aiohttp answers malformed requests with 400 itself
+    (its log would print a traceback for each), and the gateway's own failures are `error`
+    events; what remains is one line each."""
+
+    class OneLine(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            cause = f" ({record.exc_info[1]!r})" if record.exc_info else ""
+            return f"wsconn local: {record.getMessage()}{cause}"
+
+    logging.getLogger("aiohttp").addHandler(logging.NullHandler())
+    logging.getLogger("aiohttp").propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLine())
+    gateway_log = logging.getLogger("wsconn.local")
+    gateway_log.addHandler(handler)
+    gateway_log.setLevel(logging.WARNING)
+    gateway_log.propagate = False
 
 
 def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
