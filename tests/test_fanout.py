@@ -370,3 +370,26 @@ def test_pacer_halves_on_429_and_recovers() -> None:
     unlimited = RunPacer(None, threading.Event())
     unlimited.throttled(0)
     assert unlimited.rate is not None  # throttling caps even an unlimited run
+
+
+def test_a_second_ctrl_c_quits_at_once(tmp_path: Path) -> None:
+    # Slow answers, so the first Ctrl-C has in-flight requests to wait for.
+    with started(GatewayConfig(port=0, latency=5.0)) as gw, clients(gw, 2) as live:
+        ids = tmp_path / "ids.txt"
+        ids.write_text("".join(f"{live.ids[n % 2]}\n" for n in range(100)))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wsconn", "send", "--endpoint", gw.endpoint,
+             "--ids", str(ids), "-d", "m", "-j", "4", "-o", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=os.environ.copy(),
+        )  # fmt: skip
+        time.sleep(1.0)  # started, and requests are in flight (each takes 5 s to answer)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        began = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=20)
+        assert process.returncode == 130
+        assert time.monotonic() - began < 4  # it did not wait for the 5-second answers
+        assert b"Traceback" not in err and b"wsconn: interrupted" in err
