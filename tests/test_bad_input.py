@@ -67,6 +67,8 @@ CASES = [
     Case("port out of range", ["send", "--endpoint", "http://127.0.0.1:70000/d", ID, "m"], USAGE, "not a valid URL"),
     Case("port not a number", ["send", "--endpoint", "http://127.0.0.1:x/d", ID, "m"], USAGE, "not a valid URL"),
     Case("execute-api host without api-id", ["send", "--endpoint", "https://execute-api.us-east-1.amazonaws.com/prod", ID, "m"], USAGE, "has no api-id"),
+    Case("execute-api URL without a stage", ["send", "https://abc123.execute-api.us-east-1.amazonaws.com/@connections/x=", "m"], USAGE, "has no stage"),
+    Case("same file for --ids and --failed-out", ["send", "--endpoint", "{ep}", "--ids", "{tmp}/ids.txt", "-d", "x", "--failed-out", "{tmp}/ids.txt"], USAGE, "is the --ids file"),
     Case("endpoint naming a connection", ["send", "--endpoint", "{ep}/@connections/x", ID, "m"], USAGE, "names a connection"),
     Case("bad URL in the environment", ["send", ID, "m"], CONFIG, "WSCONN_ENDPOINT 'ftp://x/y' must start", env={"WSCONN_ENDPOINT": "ftp://x/y"}),
     Case("no endpoint at all", ["send", ID, "m"], CONFIG, "no endpoint"),

@@ -19,7 +19,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import Run
+from tests.conftest import Run, run_wsconn
 from wsconn.local.gateway import GatewayConfig, GatewayThread
 
 Wsconn = Callable[..., Run]
@@ -393,3 +393,66 @@ def test_a_second_ctrl_c_quits_at_once(tmp_path: Path) -> None:
         assert process.returncode == 130
         assert time.monotonic() - began < 4  # it did not wait for the 5-second answers
         assert b"Traceback" not in err and b"wsconn: interrupted" in err
+
+
+def test_a_stop_starts_no_new_request_and_no_retry(gateway: Any, tmp_path: Path) -> None:
+    with clients(gateway, 2) as live:
+        ids = tmp_path / "ids.txt"
+        ids.write_text("".join(f"{live.ids[n % 2]}\n" for n in range(20)))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wsconn", "send", "--endpoint", gateway.endpoint,
+             "--ids", str(ids), "-d", "m", "--rate", "2", "-o", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=os.environ.copy(),
+        )  # fmt: skip
+        assert process.stdout is not None
+        first = process.stdout.readline()  # the run is going (at 2 requests/s)
+        process.send_signal(signal.SIGINT)
+        rest, _err = process.communicate(timeout=30)
+        results = [json.loads(line) for line in [first, *rest.splitlines()]]
+        sent = [r for r in results if r["outcome"] == "sent"]
+        assert len(results) == 20 and len(sent) <= 3  # waiting for the rate is not being sent
+        assert {r["outcome"] for r in results} == {"sent", "not-attempted"}
+        assert all(r["line"] for r in results)  # every result names its input line
+
+
+def test_non_utf8_input_lines_are_refused_and_written_back_as_they_were(
+    gateway: Any, tmp_path: Path
+) -> None:
+    failed_out = tmp_path / "failed.txt"
+    stdin = b"bad\xffid\n" + b"AAAAAAAAAAAAAAA=\n"
+    run = run_wsconn(
+        "status", "--endpoint", gateway.endpoint, "--ids", "-", "--failed-out", str(failed_out),
+        "-o", "json", input=stdin,
+    )  # fmt: skip
+    outcomes = [json.loads(line)["outcome"] for line in run.stdout.splitlines()]
+    assert sorted(outcomes) == ["gone", "usage-error"]
+    assert failed_out.read_bytes() == b"bad\xffid\n"
+    assert run.code == 2 and "Traceback" not in run.stderr
+
+
+def test_sigterm_with_an_input_that_never_ends(gateway: Any) -> None:
+    with clients(gateway, 1) as live:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wsconn", "status", "--endpoint", gateway.endpoint,
+             "--ids", "-", "-o", "json"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=os.environ.copy(),
+        )  # fmt: skip
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(f"{live.ids[0]}\n".encode() * 5)
+        process.stdin.flush()  # and the pipe stays open, as a producer that never ends
+        for _ in range(5):
+            assert json.loads(process.stdout.readline())["outcome"] == "connected"
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=20)  # it does not wait for the input to end
+        finally:
+            process.stdin.close()
+        assert code == 143
+        err = process.stderr.read() if process.stderr else b""
+        assert b"stopped reading --ids: the input had not ended" in err
+        assert process.stdout.read() == b""

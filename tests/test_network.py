@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run
+from tests.conftest import Run, run_wsconn
 from tests.scripted_server import Step, scripted
 
 Wsconn = Callable[..., Run]
@@ -180,3 +181,45 @@ def test_missing_ca_bundle_is_a_config_error(wsconn: Wsconn, tmp_path: Path) -> 
     )
     assert run.code == 8
     assert "no.pem is not a readable file" in run.stderr
+
+
+def test_a_long_retry_after_is_capped() -> None:
+    """Retry-After: 30 would make 3 retries take 90 s; the cap keeps a throttled call short."""
+    wait = Step(429, {"Retry-After": "30", "x-amzn-ErrorType": "LimitExceededException"})
+    with scripted(wait) as server:
+        started = time.monotonic()
+        run = run_wsconn("send", "--endpoint", server.endpoint, "--retries", "1", "id=", "x")
+        assert run.code == 5
+        assert time.monotonic() - started < 20  # one capped wait (8 s), not 30 s
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (
+            b'{"connectedAt":"2020-04-30T20:10:33.236Z","identity":"x"}',
+            "unexpected GetConnection answer",
+        ),
+        (b"not json", "unexpected GetConnection answer"),
+    ],
+)
+def test_a_malformed_get_connection_answer_is_a_server_error(body: bytes, words: str) -> None:
+    with scripted(Step(200, {"Content-Type": "application/json"}, body)) as server:
+        run = run_wsconn("status", "--endpoint", server.endpoint, "id=", "-o", "json")
+        assert run.code == 10 and words in run.stderr
+        assert json.loads(run.stdout)["attempts"] == 1
+
+
+def test_timestamps_without_an_offset_are_read_as_utc() -> None:
+    body = b'{"connectedAt":"2020-04-30T20:10:33.236","identity":{},"lastActiveAt":"2020-04-30T20:10:34"}'
+    with scripted(Step(200, {"Content-Type": "application/json"}, body)) as server:
+        run = run_wsconn("status", "--endpoint", server.endpoint, "id=")
+        assert run.code == 0, run.stderr
+        assert "2020-04-30T20:10:33.236Z" in run.stdout
+
+
+def test_a_redirect_is_named() -> None:
+    with scripted(Step(302, {"Location": "https://elsewhere/"})) as server:
+        run = run_wsconn("send", "--endpoint", server.endpoint, "id=", "x")
+        assert run.code == 9
+        assert "redirected (302) to https://elsewhere/" in run.stderr

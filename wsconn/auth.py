@@ -223,17 +223,17 @@ class Signer:
         self.credentials = credentials
         self.region = region
         self.service = service
-        self._key_date = ""
-        self._key = b""
+        self._key: tuple[str, bytes] = ("", b"")  # (date, key), replaced in one assignment
 
     def _signing_key(self, date: str) -> bytes:
-        if date != self._key_date:
+        cached_date, key = self._key  # one read: safe when workers sign from many threads
+        if cached_date != date:
             key = _hmac(("AWS4" + self.credentials.secret_key).encode("utf-8"), date)
             key = _hmac(key, self.region)
             key = _hmac(key, self.service)
-            self._key = _hmac(key, "aws4_request")
-            self._key_date = date
-        return self._key
+            key = _hmac(key, "aws4_request")
+            self._key = (date, key)
+        return key
 
     def sign(
         self,

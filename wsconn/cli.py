@@ -508,6 +508,13 @@ def _watch(client: ManagementClient, connection_id: str, out: Output, interval: 
             time.sleep(interval)
 
 
+def _same_file(one: str, other: str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return False
+
+
 def _given(value: object, default: object, option: str) -> str:
     return "default" if value == default else option
 
@@ -797,18 +804,33 @@ def _run_bulk(
     def make(endpoint: Endpoint) -> ManagementClient:
         return _open(opts, config, endpoint, connections=bulk.concurrency, pacer=pacer)
 
+    for listing in (bulk.gone_out, bulk.failed_out):
+        if (
+            listing
+            and os.path.exists(listing)
+            and bulk.ids != "-"
+            and _same_file(bulk.ids, listing)
+        ):
+            from wsconn.errors import UsageError
+
+            raise UsageError(
+                f"{listing} is the --ids file: writing it would empty it before it is read; "
+                "write the list to another file"
+            )
+    clients = fanout.ClientCache(make, resolve)
     if opts.dry_run:
         printer = _output(opts)
-        with fanout.open_ids(bulk.ids) as ids:
-            for line in fanout.read_ids(ids, bulk.unique):
-                endpoint, connection_id = resolve(line)
-                client = make(endpoint)
-                printer.dry_run(client.prepare(method, connection_id, body), client.describe())
+        try:
+            with fanout.open_ids(bulk.ids) as ids:
+                for line in fanout.read_ids(ids, bulk.unique):
+                    client, connection_id = clients(line)
+                    printer.dry_run(client.prepare(method, connection_id, body), client.describe())
+        finally:
+            clients.close()
         return ExitCode.OK
     out = BulkOutput(opts.output, success_word, None)
     if out.show_progress:
-        out.total = fanout.count_ids(bulk.ids)
-    clients = fanout.ClientCache(make, resolve)
+        out.total = fanout.count_ids(bulk.ids, bulk.unique)
     with (
         fanout.open_ids(bulk.ids) as ids,
         fanout.open_list(bulk.gone_out) as gone_out,
@@ -823,9 +845,16 @@ def _run_bulk(
             call=call,
         )
         try:
-            return fanout.run(run, out, gone_out=gone_out, failed_out=failed_out)
+            code = fanout.run(run, out, gone_out=gone_out, failed_out=failed_out)
         finally:
             clients.close()
+    if run.input_abandoned:
+        # The reader thread is still blocked on the input: interpreter shutdown would wait for
+        # its lock (and abort). The lists are closed, the output flushed: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def main(argv: list[str] | None = None) -> None:

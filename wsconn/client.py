@@ -30,6 +30,7 @@ from wsconn.errors import (
     ConnectionGone,
     Forbidden,
     NetworkError,
+    NotAttempted,
     PayloadTooLarge,
     SentRequest,
     ServerError,
@@ -41,7 +42,7 @@ from wsconn.message import MAX_PAYLOAD
 USER_AGENT = f"wsconn/{__version__}"
 BACKOFF_BASE = 0.25  # seconds; full jitter over base * 2**attempt
 BACKOFF_CAP = 8.0
-RETRY_AFTER_CAP = 20.0  # a throttled id still gives up well under a minute with 3 retries
+RETRY_AFTER_CAP = 8.0  # so a throttled id still gives up within about half a minute (3 retries)
 
 
 class Pacer(Protocol):
@@ -188,17 +189,21 @@ class ManagementClient:
             identity = fields.get("identity") or {}
             connected_at = _parse_time(fields["connectedAt"])
             last_active_at = _parse_time(fields.get("lastActiveAt") or fields["connectedAt"])
+            source_ip = str(identity.get("sourceIp", ""))
+            user_agent = str(identity.get("userAgent", ""))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ServerError(
+            error = ServerError(
                 f"unexpected GetConnection answer ({exc}): {response.body[:200]!r}",
                 http_status=response.status,
-            ) from None
+            )
+            error.attempts, error.latency_ms = attempts, ms
+            raise error from None
         return ConnectionInfo(
             Result(connection_id, "connected", response.status, attempts, ms),
             connected_at,
             last_active_at,
-            str(identity.get("sourceIp", "")),
-            str(identity.get("userAgent", "")),
+            source_ip,
+            user_agent,
             fields,
             _server_time(response.headers),
         )
@@ -213,17 +218,22 @@ class ManagementClient:
         pacer = self.pacer
         started = time.perf_counter()
         attempt = 0
+        final: WsconnError | None = None  # the last failure, once there is one
         while True:
             attempt += 1
             retry_after: float | None = None
             if pacer is not None:
                 pacer.wait()
+                if pacer.stopping():  # the run was stopped while this call waited its turn
+                    if final is None:
+                        raise NotAttempted(f"{connection_id} was not sent: the run was stopped")
+                    raise self._finish(final, attempt - 1, started)
             try:
                 response = self._send_once(method, connection_id, body)
             except WsconnError as error:
                 if not isinstance(error, NetworkError) or error.error_type == "tls":
                     raise self._finish(error, attempt, started) from None
-                final: WsconnError = error
+                final = error
                 why = str(error.message)
             else:
                 if 200 <= response.status < 300:
@@ -260,7 +270,8 @@ class ManagementClient:
         """What was sent, for explaining a refusal (built only when one comes)."""
         credentials = self.signer.credentials
         endpoint = self.endpoint
-        api_id = endpoint.netloc.split(".", 1)[0] if endpoint.host_region else "*"
+        # "{api-id}-{vpce-id}.execute-api..." for private APIs: the api id is the first part.
+        api_id = endpoint.netloc.split(".", 1)[0].split("-", 1)[0] if endpoint.host_region else "*"
         stage = endpoint.base_path.strip("/").split("/", 1)[0] or "*"
         return SentRequest(
             method=response.method,
@@ -434,9 +445,11 @@ def _ms_since(started: float) -> float:
 
 
 def _parse_time(value: object) -> datetime:
+    """An ISO 8601 timestamp; one without an offset is read as UTC, as the service means it."""
     if not isinstance(value, str):
         raise ValueError(f"not a timestamp: {value!r}")
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _server_time(headers: Mapping[str, str]) -> datetime | None:
@@ -504,6 +517,13 @@ def _error_for(
     elif status >= 500:
         kind = ServerError
         text = f"{method} {connection_id} failed after {attempts} attempts ({label}){detail}"
+    elif 300 <= status < 400:
+        where = response.headers.get("location", "elsewhere")
+        kind = ClientError
+        text = (
+            f"{method} {connection_id} was redirected ({status}) to {where}: the management API "
+            "never redirects, so the endpoint is wrong (http instead of https? a proxy?)"
+        )
     else:
         kind, text = ClientError, f"{method} {connection_id} was rejected ({label}){detail}"
     return kind(text, http_status=status, error_type=error_type, detail=service_message or None)

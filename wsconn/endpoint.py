@@ -185,6 +185,13 @@ def _split_url(url: str, source: str) -> tuple[Endpoint, str | None]:
             raise _bad(source, f"{source} {url!r}: a '/' in a connection id must be written %2F")
         connection_id = unquote(raw_id) if raw_id else None
     base_path = _wire_path(path.rstrip("/"))
+    if not base_path and _EXECUTE_API_HOST.match(host):
+        # Without the stage every call answers 403: the stage is the first path segment.
+        raise _bad(
+            source,
+            f"{source} {url!r} has no stage: use https://{host}/{{stage}}"
+            + ("/@connections/{id}" if connection_id else ""),
+        )
     return Endpoint(scheme, netloc, base_path, source), connection_id
 
 

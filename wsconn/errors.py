@@ -44,7 +44,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.PAYLOAD_TOO_LARGE: "payload too large (over 131072 bytes, refused locally, or 413)",
     ExitCode.NETWORK: "network: connection refused, DNS, TLS, timeout",
     ExitCode.CONFIG: "configuration: no credentials, no endpoint, no region, unreadable file",
-    ExitCode.CLIENT_ERROR: "other 4xx (e.g. 400 malformed connection id)",
+    ExitCode.CLIENT_ERROR: "other 4xx (e.g. 400 malformed connection id), or a redirect",
     ExitCode.SERVER_ERROR: "5xx after retries",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
     ExitCode.BROKEN_PIPE: "standard output closed early (its reader, e.g. head, went away); nothing more was written",
@@ -168,6 +168,13 @@ class ServerError(WsconnError):
     kind = "server error"
 
 
+class NotAttempted(WsconnError):
+    """A fan-out call never sent because the run was stopped (Ctrl-C, SIGTERM, closed stdout)."""
+
+    exit_code = ExitCode.INTERRUPTED
+    kind = "not attempted"
+
+
 class InternalError(WsconnError):
     exit_code = ExitCode.INTERNAL
     kind = "internal error"
@@ -184,6 +191,7 @@ OUTCOMES: dict[type[WsconnError], str] = {
     ClientError: "rejected",
     ServerError: "server-error",
     InternalError: "failed",
+    NotAttempted: "not-attempted",
 }
 
 

@@ -9,6 +9,7 @@ flight finish; every id not attempted is still reported and written to --failed-
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import queue
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Protocol
 
 from wsconn.client import ConnectionInfo
-from wsconn.errors import ConfigError, ExitCode, WsconnError, outcome_of
+from wsconn.errors import ConfigError, ExitCode, UsageError, WsconnError, outcome_of
 from wsconn.render import silence_stdout
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class Outcome:
 
     def as_json(self) -> dict[str, object]:
         body: dict[str, object] = {
+            "line": self.line,
             "connectionId": self.connection_id,
             "outcome": self.outcome,
             "httpStatus": self.http_status,
@@ -90,7 +92,6 @@ class Summary:
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
     exit_code: int = ExitCode.OK
-    interrupted: bool = False
     _latency: dict[int, int] = field(default_factory=dict)  # log-scale buckets, 2% wide
 
     def add(self, outcome: Outcome) -> None:
@@ -224,12 +225,20 @@ def read_ids(stream: IO[str], unique: bool) -> Iterator[str]:
 
 @contextmanager
 def open_ids(path: str) -> Iterator[IO[str]]:
-    """The --ids stream: stdin for '-', else the file (undecodable bytes become U+FFFD)."""
+    """The --ids stream: stdin for '-', else the file."""
     if path == "-":
-        yield sys.stdin
+        if sys.stdin is None:
+            raise UsageError("--ids -: standard input is closed")
+        # Our own decoder: undecodable bytes must survive (as surrogates), not stop the run.
+        stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+        try:
+            yield stream
+        finally:
+            stream.detach()  # leave sys.stdin itself open
         return
     try:
-        stream = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+        # Undecodable bytes survive as surrogates: refused as ids, written back as they were.
+        stream = open(path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
     except OSError as exc:
         raise ConfigError(f"cannot read --ids {path}: {exc.strerror or exc}") from None
     with stream:
@@ -243,19 +252,19 @@ def open_list(path: str | None) -> Iterator[IO[str] | None]:
         yield None
         return
     try:
-        stream = open(path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
+        stream = open(path, "w", encoding="utf-8", errors="surrogateescape", buffering=1)  # noqa: SIM115
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     with stream:
         yield stream
 
 
-def count_ids(path: str) -> int | None:
+def count_ids(path: str, unique: bool) -> int | None:
     """How many ids a regular file holds (for a progress total); None for pipes."""
     if path == "-" or not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8", errors="replace") as stream:
-        return sum(1 for _ in read_ids(stream, unique=False))
+    with open(path, encoding="utf-8", errors="surrogateescape") as stream:
+        return sum(1 for _ in read_ids(stream, unique))
 
 
 class FanOut:
@@ -278,6 +287,9 @@ class FanOut:
         self._client_for = client_for
         self._call = call
         self._work: queue.Queue[str | None] = queue.Queue(maxsize=concurrency * 4)
+        self._in_flight = 0  # lines taken by workers and not yet reported
+        self._in_flight_lock = threading.Lock()
+        self.input_abandoned = False
         self._results: queue.Queue[Outcome | None] = queue.Queue(maxsize=concurrency * 64)
 
     def results(self) -> Iterator[Outcome]:
@@ -290,15 +302,31 @@ class FanOut:
         for thread in threads:
             thread.start()
         running = len(threads)
+        last_result = time.monotonic()
         while running:
             try:
                 item = self._results.get(timeout=0.1)
             except queue.Empty:
+                if self._input_stuck(threads[0], last_result):
+                    self.input_abandoned = True
+                    return
                 continue
+            last_result = time.monotonic()
             if item is None:
                 running -= 1
             else:
                 yield item
+
+    def _input_stuck(self, reader: threading.Thread, last_result: float) -> bool:
+        """Stopped, nothing in flight, and the ids still not read to their end for a second:
+        the input is a pipe that does not end (`(cat ids; sleep 1d) | wsconn ...`)."""
+        return (
+            self.stop.is_set()
+            and reader.is_alive()
+            and self._in_flight == 0
+            and self._work.empty()
+            and time.monotonic() - last_result > 1.0
+        )
 
     def _read(self) -> None:
         try:
@@ -321,10 +349,12 @@ class FanOut:
     def _work_loop(self) -> None:
         try:
             while (line := self._work.get()) is not None:
-                if self.stop.is_set():
-                    self._results.put(_not_attempted(line))
-                    continue
-                self._results.put(self._one(line))
+                with self._in_flight_lock:
+                    self._in_flight += 1
+                outcome = _not_attempted(line) if self.stop.is_set() else self._one(line)
+                self._results.put(outcome)
+                with self._in_flight_lock:
+                    self._in_flight -= 1
         finally:
             self._results.put(None)
 
@@ -374,7 +404,9 @@ class Renderer(Protocol):
 
     def result(self, outcome: Outcome, summary: Summary) -> None: ...
 
-    def stopping(self) -> None: ...
+    def stopping(self, again_quits: bool) -> None: ...
+
+    def note(self, text: str) -> None: ...
 
     def finish(self, summary: Summary) -> None: ...
 
@@ -400,7 +432,7 @@ def run(
         if not fanout.stop.is_set():
             fanout.stop.set()
             stopped_by.append(code)
-            out.stopping()
+            out.stopping(again_quits=code == ExitCode.INTERRUPTED)
 
     def on_signal(signum: int, _frame: object) -> None:
         if signum == signal.SIGINT and fanout.stop.is_set():
@@ -414,8 +446,9 @@ def run(
             summary.add(outcome)
             if not outcome.line:
                 pass  # a failure of the run itself (unreadable ids), not of one id
-            elif outcome.exit_code == ExitCode.GONE and gone_out is not None:
-                gone_out.write(outcome.line + "\n")
+            elif outcome.exit_code == ExitCode.GONE:
+                if gone_out is not None:
+                    gone_out.write(outcome.line + "\n")
             elif outcome.exit_code != ExitCode.OK and failed_out is not None:
                 failed_out.write(outcome.line + "\n")
             if stdout_open:
@@ -430,8 +463,12 @@ def run(
             signal.signal(sig, handler)
     summary.finished = time.perf_counter()
     if stopped_by:
-        summary.interrupted = True
         summary.exit_code = stopped_by[0]
+    if fanout.input_abandoned:
+        out.note(
+            "stopped reading --ids: the input had not ended; lines after those reported were "
+            "not read and are not in --failed-out"
+        )
     out.finish(summary)
     return summary.exit_code
 

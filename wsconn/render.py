@@ -577,14 +577,16 @@ class BulkOutput:
 
     def result(self, outcome: Outcome, summary: Summary) -> None:
         if self.mode == "json":
-            sys.stdout.write(json.dumps(outcome.as_json(), ensure_ascii=False) + "\n")
+            # ASCII: an undecodable input line (kept as surrogates) must not break the output.
+            sys.stdout.write(json.dumps(outcome.as_json()) + "\n")
             sys.stdout.flush()
         elif self.mode == "text":
             status = outcome.http_status if outcome.http_status is not None else "-"
             latency = f"{outcome.latency_ms:.1f}" if outcome.latency_ms is not None else "-"
+            name = outcome.connection_id or outcome.line
+            name = name.encode("utf-8", "backslashreplace").decode("utf-8")
             sys.stdout.write(
-                f"{outcome.connection_id or outcome.line}\t{outcome.outcome}\t{status}\t"
-                f"{outcome.attempts}\t{latency}\n"
+                f"{name}\t{outcome.outcome}\t{status}\t{outcome.attempts}\t{latency}\n"
             )
             sys.stdout.flush()
         if self.show_progress:
@@ -628,12 +630,14 @@ class BulkOutput:
 
         return Console(stderr=True)
 
-    def stopping(self) -> None:
+    def stopping(self, again_quits: bool) -> None:
+        hint = " (Ctrl-C again to quit at once)" if again_quits else ""
         click.echo(
-            "wsconn: stopping: no new requests; waiting for those in flight "
-            "(Ctrl-C again to quit at once)",
-            err=True,
+            f"wsconn: stopping: no new requests; waiting for those in flight{hint}", err=True
         )
+
+    def note(self, text: str) -> None:
+        click.echo(f"wsconn: {text}", err=True)
 
     def finish(self, summary: Summary) -> None:
         if self._progress is not None:
