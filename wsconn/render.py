@@ -359,7 +359,8 @@ class Trace:
         click.echo(line, err=True)
 
     def _redact(self, text: str) -> str:
-        text = _SIGNATURE.sub(r"\1<redacted>", text)
+        """Signatures, x-amz-security-token lines and the token's value hidden."""
+        text = redact(_SIGNATURE.sub(r"\1<redacted>", text))
         return text.replace(self._token, "<redacted>") if self._token else text
 
     def resolved(self, settings: Mapping[str, str | None]) -> None:
@@ -373,8 +374,6 @@ class Trace:
         if self.level:
             self._echo("* canonical request:")
             for line in canonical_request.splitlines():
-                if line.startswith("x-amz-security-token:"):
-                    line = "x-amz-security-token:<redacted>"
                 self._echo(f"*   {self._redact(line)}")
             self._echo("* string to sign:")
             for line in string_to_sign.splitlines():
@@ -401,7 +400,7 @@ class Trace:
         for name, value in headers.items():
             self._echo(f"< {name}: {value}")
         if body:
-            self._echo("< " + redact(self._redact(body[:2000].decode("utf-8", "replace"))))
+            self._echo("< " + self._redact(body[:2000].decode("utf-8", "replace")))
         self._echo("* time: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in timings.items()))
 
     def retry(self, attempt: int, delay: float, why: str) -> None:
