@@ -12,7 +12,7 @@ import json
 import re
 from datetime import datetime, timezone
 
-from wsconn.errors import SentRequest, WsconnError
+from wsconn.errors import SentRequest, WsconnError, redact
 
 SKEW_ALLOWED = 300.0  # seconds: SigV4 refuses requests more than 5 minutes off
 _EXPECTED = re.compile(
@@ -106,11 +106,13 @@ def _signature(detail: str, sent: SentRequest, who: str) -> list[str]:
     match = _EXPECTED.search(detail)
     if match is None:
         return [f"The service refused the signature made with {who}."]
-    theirs_canonical, theirs_sts = match.group("canonical"), match.group("sts")
+    # Compared and shown with session tokens hidden (AWS echoes the token in its canonical string).
+    theirs_canonical, theirs_sts = redact(match.group("canonical")), match.group("sts")
+    ours_canonical = redact(sent.canonical_request)
     lines: list[str] = []
-    ours_lines = sent.canonical_request.splitlines()
+    ours_lines = ours_canonical.splitlines()
     theirs_lines = theirs_canonical.splitlines()
-    if theirs_canonical == sent.canonical_request and theirs_sts == sent.string_to_sign:
+    if theirs_canonical == ours_canonical and theirs_sts == sent.string_to_sign:
         lines.append(
             f"Wrong secret key: the service built the same canonical request and string-to-sign, "
             f"so the secret used does not belong to {who}."
@@ -120,12 +122,12 @@ def _signature(detail: str, sent: SentRequest, who: str) -> list[str]:
             "Path encoding: the service canonicalised the path differently from what wsconn "
             "signed, so something between (a proxy, a load balancer) rewrote the path."
         )
-    elif theirs_canonical != sent.canonical_request:
+    elif theirs_canonical != ours_canonical:
         lines.append("A signed part of the request changed on its way (headers or body): a proxy?")
     else:
         lines.append("The string-to-sign differs: the date, region or service in the scope.")
     for name, ours, theirs in (
-        ("canonical request", sent.canonical_request, theirs_canonical),
+        ("canonical request", ours_canonical, theirs_canonical),
         ("string-to-sign", sent.string_to_sign, theirs_sts),
     ):
         diff = list(
