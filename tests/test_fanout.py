@@ -67,6 +67,17 @@ class Clients:
         self._stack.close()
 
 
+def wsconn_process(*args: str, **options: Any) -> subprocess.Popen[bytes]:
+    """wsconn as a user runs it, in its own process, with stdout and stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "wsconn", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+        **options,
+    )
+
+
 def _new_connect(gateway: Any, seen: set[object]) -> str:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -239,28 +250,20 @@ def test_ctrl_c_mid_run_accounts_for_every_id(tmp_path: Path) -> None:
         ids = tmp_path / "ids.txt"
         ids.write_text("\n".join(lines) + "\n")
         failed_out = tmp_path / "failed.txt"
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "wsconn",
-                "send",
-                "--endpoint",
-                gw.endpoint,
-                "--ids",
-                str(ids),
-                "-d",
-                "m",
-                "-j",
-                "2",
-                "-o",
-                "json",
-                "--failed-out",
-                str(failed_out),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=os.environ.copy(),
+        process = wsconn_process(
+            "send",
+            "--endpoint",
+            gw.endpoint,
+            "--ids",
+            str(ids),
+            "-d",
+            "m",
+            "-j",
+            "2",
+            "-o",
+            "json",
+            "--failed-out",
+            str(failed_out),
         )
         assert process.stdout is not None
         first = [process.stdout.readline() for _ in range(5)]  # some results are in
@@ -377,13 +380,9 @@ def test_a_second_ctrl_c_quits_at_once(tmp_path: Path) -> None:
     with started(GatewayConfig(port=0, latency=5.0)) as gw, clients(gw, 2) as live:
         ids = tmp_path / "ids.txt"
         ids.write_text("".join(f"{live.ids[n % 2]}\n" for n in range(100)))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "wsconn", "send", "--endpoint", gw.endpoint,
-             "--ids", str(ids), "-d", "m", "-j", "4", "-o", "json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=os.environ.copy(),
-        )  # fmt: skip
+        process = wsconn_process(
+            "send", "--endpoint", gw.endpoint, "--ids", str(ids), "-d", "m", "-j", "4", "-o", "json"
+        )
         time.sleep(1.0)  # started, and requests are in flight (each takes 5 s to answer)
         process.send_signal(signal.SIGINT)
         time.sleep(0.3)
@@ -399,13 +398,19 @@ def test_a_stop_starts_no_new_request_and_no_retry(gateway: Any, tmp_path: Path)
     with clients(gateway, 2) as live:
         ids = tmp_path / "ids.txt"
         ids.write_text("".join(f"{live.ids[n % 2]}\n" for n in range(20)))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "wsconn", "send", "--endpoint", gateway.endpoint,
-             "--ids", str(ids), "-d", "m", "--rate", "2", "-o", "json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=os.environ.copy(),
-        )  # fmt: skip
+        process = wsconn_process(
+            "send",
+            "--endpoint",
+            gateway.endpoint,
+            "--ids",
+            str(ids),
+            "-d",
+            "m",
+            "--rate",
+            "2",
+            "-o",
+            "json",
+        )
         assert process.stdout is not None
         first = process.stdout.readline()  # the run is going (at 2 requests/s)
         process.send_signal(signal.SIGINT)
@@ -434,14 +439,16 @@ def test_non_utf8_input_lines_are_refused_and_written_back_as_they_were(
 
 def test_sigterm_with_an_input_that_never_ends(gateway: Any) -> None:
     with clients(gateway, 1) as live:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "wsconn", "status", "--endpoint", gateway.endpoint,
-             "--ids", "-", "-o", "json"],
+        process = wsconn_process(
+            "status",
+            "--endpoint",
+            gateway.endpoint,
+            "--ids",
+            "-",
+            "-o",
+            "json",
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=os.environ.copy(),
-        )  # fmt: skip
+        )
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(f"{live.ids[0]}\n".encode() * 5)
         process.stdin.flush()  # and the pipe stays open, as a producer that never ends
