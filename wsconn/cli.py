@@ -57,7 +57,6 @@ class Options(NamedTuple):
     ca_bundle: str | None = None
     verbose: int = 0
     dry_run: bool = False
-    debug: bool = False
 
     def merged(self, values: dict[str, Any]) -> Options:
         """These options overridden by the ones given (not None, not 0) in `values`."""
@@ -122,6 +121,7 @@ _SHARED_OPTIONS = [
         default=None,
         help="Resolve and sign, then print the request as a curl command instead of sending it.",
     ),
+    # Read by main() from the arguments, since it must work even when parsing fails.
     click.option(
         "--debug", is_flag=True, default=None, help="Show tracebacks for internal errors."
     ),
