@@ -65,8 +65,8 @@ class EventLog:
         return found
 
 
-def counting_ids(prefix: str = "ab+c/d=_-") -> Callable[[], str]:
-    """An id_factory giving ids with every character that needs care: ``+``, ``/``, ``=``."""
+def counting_ids(prefix: str = "ab-c_dEFg") -> Callable[[], str]:
+    """An id_factory giving real-shaped ids (9 characters, a count, ``=``) with ``-``, ``_``, ``=``."""
     counter = itertools.count(1)
     return lambda: f"{prefix}{next(counter):06d}="
 

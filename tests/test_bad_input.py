@@ -49,12 +49,12 @@ CASES = [
     # connection ids
     Case("empty id", ["send", "--endpoint", "{ep}", "", "x"], USAGE, "connection id is empty"),
     Case("blank id", ["send", "--endpoint", "{ep}", "   ", "x"], USAGE, "connection id is empty"),
-    Case("non-ASCII id", ["status", "--endpoint", "{ep}", "ñañá="], USAGE, "printable ASCII"),
+    Case("non-ASCII id", ["status", "--endpoint", "{ep}", "ñañá="], USAGE, "holds 'ñ'"),
     Case("control character", ["status", "--endpoint", "{ep}", "a\x07b="], USAGE, "holds '\\x07'"),
-    Case("tab in id", ["status", "--endpoint", "{ep}", "a\tb="], USAGE, "holds '\\t'"),
+    Case("tab in id", ["status", "--endpoint", "{ep}", "a\tb="], USAGE, "holds '\\t', which no id can hold: ids hold no tabs"),
     Case("newline in id", ["disconnect", "--endpoint", "{ep}", "a\nb"], USAGE, "holds '\\n'"),
     Case("over-long id", ["status", "--endpoint", "{ep}", "a" * 300], USAGE, "300 characters"),
-    Case("non-ASCII in a URL", ["status", "{ep}/@connections/%C3%B1="], USAGE, "printable ASCII"),
+    Case("non-ASCII in a URL", ["status", "{ep}/@connections/%C3%B1="], USAGE, "holds 'ñ'"),
     Case("empty id in a URL", ["status", "{ep}/@connections/"], USAGE, "no '/@connections/{id}'"),
     Case("slash in a URL id", ["status", "{ep}/@connections/a/b"], USAGE, "must be written %2F"),
     # URLs

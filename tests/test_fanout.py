@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,7 +111,7 @@ def json_lines(run: Run) -> list[dict[str, Any]]:
     return [json.loads(line) for line in run.stdout.splitlines()]
 
 
-GONE = ["AAAAAAAAAAAAAAA=", "BBBBBBBBBBBBBBB=", "a+b/c="]
+GONE = ["AAAAAAAAAAAAAAA=", "BBBBBBBBBBBBBBB=", "a-b_cDDDDDDDDDD="]
 
 
 def test_broadcast_reaches_every_client_exactly_once(
@@ -177,6 +179,65 @@ def test_stdin_ids_with_crlf_bom_comments_and_urls(gateway: Any, wsconn: Wsconn)
         live.wait_for(3)
         assert live.received == Counter({a: 1, b: 1, c: 1})
         assert sorted(r["connectionId"] for r in json_lines(run)) == sorted(live.ids)
+
+
+def test_jq_without_r_sends_nothing_and_reports_nothing_gone(gateway: Any, tmp_path: Path) -> None:
+    """The issue's pipeline, forgetting `jq -r`: every id quoted. Nothing live may be listed gone."""
+    with clients(gateway, 3) as live:
+        conns = tmp_path / "conns.json"
+        conns.write_text("".join(json.dumps({"connectionId": cid}) + "\n" for cid in live.ids))
+        gone_out, failed_out = tmp_path / "gone.txt", tmp_path / "failed.txt"
+        wsconn = f"{shlex.quote(sys.executable)} -m wsconn"
+        jq = f"jq '.connectionId' {conns}" if shutil.which("jq") else f"cat {conns}.quoted"
+        Path(f"{conns}.quoted").write_text("".join(f'"{cid}"\n' for cid in live.ids))
+        pipeline = (
+            f"{jq} | {wsconn} send --endpoint {gateway.endpoint} --ids - -d hi -o json "
+            f"--gone-out {gone_out} --failed-out {failed_out}"
+        )
+        run = subprocess.run(["bash", "-c", pipeline], capture_output=True, timeout=60)
+        stderr = run.stderr.decode()
+        assert run.returncode == 2, stderr
+        assert gone_out.read_text() == ""
+        assert failed_out.read_text() == "".join(f'"{cid}"\n' for cid in live.ids)
+        results = [json.loads(line) for line in run.stdout.splitlines()]
+        assert [r["outcome"] for r in results] == ["usage-error"] * 3
+        assert all("jq -r" in r["message"] for r in results), results
+        assert not [e for e in gateway.events if e["event"] in ("post", "denied")]
+        live.wait_for(0)
+        assert live.received == Counter() and live.closed == set()
+
+
+def test_lines_that_are_not_ids_are_never_sent_and_the_run_goes_on(
+    gateway: Any, tmp_path: Path
+) -> None:
+    """`id,` from a CSV, `id # comment`, an id with a space: usage errors, listed as failed."""
+    with clients(gateway, 4) as live:
+        a, b, c, d = live.ids
+        bad = [f"{a},", f"{b} # the admin's tab", f"{c[:7]} {c[7:]}"]
+        hints = ["one id per line", "comment goes on its own line", "ids hold no spaces"]
+        ids = tmp_path / "ids.csv"
+        ids.write_text("\n".join([*bad, d]) + "\n")
+        gone_out, failed_out = tmp_path / "gone.txt", tmp_path / "failed.txt"
+        process = wsconn_process(
+            "send", "--endpoint", gateway.endpoint, "--ids", str(ids), "-d", "hi", "-o", "json",
+            "--gone-out", str(gone_out), "--failed-out", str(failed_out),
+        )  # fmt: skip
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == 2, stderr
+        assert gone_out.read_text() == ""
+        assert failed_out.read_text() == "".join(line + "\n" for line in bad)
+        results = {r["line"]: r for r in map(json.loads, stdout.splitlines())}
+        assert results[d]["outcome"] == "sent"  # the run went on past the bad lines
+        for line, hint in zip(bad, hints, strict=True):
+            assert results[line]["outcome"] == "usage-error"
+            assert hint in results[line]["message"], results[line]
+        live.wait_for(1)
+        assert live.received == Counter({d: 1}) and live.closed == set()
+        posts = [e for e in gateway.events if e["event"] == "post"]
+        assert [e["connectionId"] for e in posts] == [d]
+        for cid in (a, b, c):  # the live connections the bad lines meant are untouched
+            status = run_wsconn("status", "--endpoint", gateway.endpoint, cid, "-o", "json")
+            assert json.loads(status.stdout)["outcome"] == "connected", status.stderr
 
 
 def test_bulk_status_and_bulk_disconnect(gateway: Any, wsconn: Wsconn, tmp_path: Path) -> None:
@@ -433,6 +494,11 @@ def test_non_utf8_input_lines_are_refused_and_written_back_as_they_were(
     )  # fmt: skip
     outcomes = [json.loads(line)["outcome"] for line in run.stdout.splitlines()]
     assert sorted(outcomes) == ["gone", "usage-error"]
+    refused = json.loads(run.stdout_bytes.splitlines()[outcomes.index("usage-error")])
+    assert "not valid UTF-8" in refused["message"]
+    # The line as \xNN text, no lone surrogate: strict JSON parsers and UTF-8 encoders take it.
+    assert refused["line"] == "bad\\xffid"
+    json.dumps(refused, ensure_ascii=False).encode("utf-8")
     assert failed_out.read_bytes() == b"bad\xffid\n"
     assert run.code == 2 and "Traceback" not in run.stderr
 

@@ -81,29 +81,64 @@ def decode_connection_id(text: str) -> str:
 
 
 MAX_ID_LENGTH = 128
+# What a connection id may hold: the service issues 15 of [A-Za-z0-9_-] then '='; '+' and '/'
+# (base64's other two) are allowed too, so that nothing a real id could be is refused.
+ID_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+/=")
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+# The mistakes that put a stray character in an id, the character named and what to do
+# (a quote counts only where it starts the id: "it's" in a comment is not a quoted id).
+_ID_HINTS = (
+    ('"', "it is quoted: with jq, print ids with jq -r"),
+    ("'", "it is quoted: give the id without quotes"),
+    ("#", "a comment goes on its own line, starting with #"),
+    (",", "give one id per line, not comma-separated"),
+    (";", "give one id per line"),
+    (" ", "ids hold no spaces: one id per line, nothing after it"),
+    ("\t", "ids hold no tabs: one id per line, nothing after it"),
+)
 
 
 def check_connection_id(connection_id: str) -> str:
-    """The id if it can be one (printable ASCII, 1..128 characters), else a usage error.
+    """The id if it can be one, else a usage error naming the character that cannot be in it.
 
-    Real ids are 15 of [A-Za-z0-9_-] then '='; the service answers 400 to what this refuses,
-    so refusing it here sends nothing and says why.
+    Ids are 1..128 of A-Z a-z 0-9 _ - + / = (real ones: 15 of [A-Za-z0-9_-] then '='). A line
+    that is not an id must never be sent: the service answers 410 to some of them, and a live
+    connection would then be reported gone.
     """
     if not connection_id.strip():
         raise UsageError("the connection id is empty")
+    try:
+        connection_id.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable input bytes, kept as surrogates
+        raise UsageError(
+            f"the connection id '{readable(connection_id)}' is not valid UTF-8 "
+            "(ids are A-Z a-z 0-9 _ - + / =)"
+        ) from None
     if len(connection_id) > MAX_ID_LENGTH:
         raise UsageError(
             f"the connection id is {len(connection_id)} characters long; ids have 16 "
             f"(at most {MAX_ID_LENGTH} are accepted)"
         )
-    bad = next((ch for ch in connection_id if not " " <= ch <= "~"), None)
-    if bad is not None:
-        raise UsageError(
-            f"the connection id {connection_id!r} holds {bad!r}: ids are printable ASCII "
-            "(real ones: 15 of A-Z a-z 0-9 _ - then '=')"
-        )
-    return connection_id
+    bad = [ch for ch in connection_id if ch not in ID_ALPHABET]
+    if not bad:
+        return connection_id
+    char, hint = next(
+        ((c, h) for c, h in _ID_HINTS if (connection_id.startswith(c) if c in "\"'" else c in bad)),
+        (bad[0], ""),
+    )
+    raise UsageError(
+        f"the connection id {connection_id!r} holds {char!r}, which no id can hold"
+        + (f": {hint}" if hint else " (ids are A-Z a-z 0-9 _ - + / =)")
+    )
+
+
+def readable(text: str) -> str:
+    """Text with undecodable bytes (kept as surrogates) shown as \\xNN escapes: valid UTF-8."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no undecodable byte made
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def check_region(region: str, source: str) -> str:

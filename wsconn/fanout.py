@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Protocol
 
 from wsconn.client import ConnectionInfo
+from wsconn.endpoint import readable
 from wsconn.errors import ConfigError, ExitCode, UsageError, WsconnError, outcome_of
 from wsconn.render import silence_stdout
 
@@ -66,7 +67,8 @@ class Outcome:
 
     def as_json(self) -> dict[str, object]:
         body: dict[str, object] = {
-            "line": self.line,
+            # An undecodable line (kept as surrogates) as \xNN escapes: JSON with no lone surrogate.
+            "line": readable(self.line),
             "connectionId": self.connection_id,
             "outcome": self.outcome,
             "httpStatus": self.http_status,

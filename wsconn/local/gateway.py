@@ -10,8 +10,8 @@ Management requests are checked in AWS's order, the first failing check answers:
 1. route: stage, ``@connections``, one non-empty id segment, method POST/GET/DELETE (else 403
    ``ForbiddenException`` ``{"message":"Forbidden"}``);
 2. SigV4 signature, when auth is on (403, see :mod:`wsconn.local.sigv4`);
-3. the id: at most 128 characters of printable ASCII once percent-decoded (else 400
-   ``BadRequestException``);
+3. the id, once percent-decoded, has the shape the service issues: 15 of ``[A-Za-z0-9_-]`` then
+   ``=`` (else 400 ``BadRequestException`` ``{"message":"Invalid connectionId: <id>"}``);
 4. the body: at most 131072 bytes (else 413 ``PayloadTooLargeException``). A body over 1 MiB is
    refused with 413 before step 2: it is read and dropped (never buffered) so the client sees the
    answer, and one declared over 64 MiB is refused unread, closing the connection;
@@ -43,6 +43,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import secrets
 import ssl
 import string
@@ -70,7 +71,6 @@ MAX_MESSAGE_BYTES = 32768
 HARD_BODY_LIMIT = 1024 * 1024
 # Oversize bodies up to this are read and dropped; beyond it the connection is closed.
 DISCARD_LIMIT = 64 * 1024 * 1024
-MAX_ID_LENGTH = 128
 # Who the local gateway says it is, in the ARNs of AccessDeniedException.
 LOCAL_ACCOUNT = "123456789012"
 LOCAL_API_ID = "local"
@@ -84,6 +84,8 @@ GOING_AWAY = "Going Away"
 BINARY_REFUSED = "Binary frames are not supported"
 
 _ID_ALPHABET = string.ascii_letters + string.digits + "_-"
+# The shape of every id the service issues (and so the only shape it does not answer 400 to).
+_ISSUED_ID = re.compile(r"[A-Za-z0-9_-]{15}=")
 
 CloseBy = Literal["client", "api", "idle-timeout", "max-duration", "gateway", "protocol"]
 
@@ -105,7 +107,7 @@ class GatewayConfig:
     max_duration: float = 7200.0  # seconds
     auth: bool = True  # False = --no-auth
     credentials: LocalCredentials | None = None  # None = resolve via the botocore chain
-    id_factory: Callable[[], str] | None = None  # None = real-shaped random ids
+    id_factory: Callable[[], str] | None = None  # None = random ids; real-shaped either way
     # Where explicitly given credentials came from, for the listening event.
     credential_source: str = "explicit"
     # Fault injection, for testing clients: this share of management requests (after the
@@ -201,14 +203,18 @@ def _parse_target(raw_target: str, stage: str) -> tuple[Literal["websocket", "co
 
 
 def _decode_id(raw_id: str) -> str:
-    """The connection id, percent-decoded once; 400 if it cannot be a connection id."""
+    """The connection id, percent-decoded once; 400 unless it has the shape the service issues.
+
+    AWS answers 400 ``BadRequestException`` to an id that is not 15 of ``[A-Za-z0-9_-]`` then
+    ``=`` (``abc def=``, ``abc!def=``, a UUID), and 410 only to a well-formed id it does not know.
+    """
     decoded = unquote(raw_id, errors="replace")
-    if len(decoded) > MAX_ID_LENGTH or not all(" " <= ch <= "~" for ch in decoded):
+    if not _ISSUED_ID.fullmatch(decoded):
         raise _Refused(
             _Refusal(
                 400,
                 "BadRequestException",
-                f"Invalid connectionId: {raw_id}",
+                f"Invalid connectionId: {decoded}",
                 "malformed connection id",
             )
         )
@@ -550,6 +556,9 @@ class LocalGateway:
     def _unique_id(self) -> str:
         for _ in range(100):
             candidate = self._new_id()
+            if not _ISSUED_ID.fullmatch(candidate):
+                # Management calls would answer 400 to it: a test would test nothing real.
+                raise ValueError(f"id_factory gave {candidate!r}, not 15 of [A-Za-z0-9_-] then '='")
             if candidate not in self._open:
                 return candidate
         raise RuntimeError("id_factory keeps returning ids already in use")
