@@ -7,6 +7,8 @@ verifies every SigV4 signature from the raw request target, independently of wsc
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +92,41 @@ def test_send_stdin_bytes_without_added_newline(gateway: Any, wsconn: Wsconn) ->
         )
         assert run.code == 0, run.stderr
         assert received(ws) == b"\xff\x00line\n"
+
+
+@pytest.mark.parametrize("data", [[], ["-d", "@-"]])
+def test_an_empty_standard_input_is_refused_not_sent(gateway: Any, data: list[str]) -> None:
+    """`wsconn send ID </dev/null` (cron, CI, ssh without a tty) sends nothing and says why."""
+    with client(gateway) as (ws, cid):
+        posts = sum(e["event"] == "post" for e in gateway.events)
+        done = subprocess.run(
+            [sys.executable, "-m", "wsconn", "send", "--endpoint", gateway.endpoint, *data, cid],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (
+            "wsconn: usage: no message on standard input; pass '' to send an empty message\n"
+        )
+        assert sum(e["event"] == "post" for e in gateway.events) == posts
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.2)  # nothing arrived
+
+
+@pytest.mark.parametrize("typed", [[""], ["-d", ""]])
+def test_an_empty_message_typed_as_such_is_sent(gateway: Any, typed: list[str]) -> None:
+    with client(gateway) as (ws, cid):
+        done = subprocess.run(
+            [sys.executable, "-m", "wsconn", "send", "--endpoint", gateway.endpoint, cid, *typed],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert received(ws) == ""
 
 
 def test_send_largest_allowed_message(gateway: Any, wsconn: Wsconn, tmp_path: Path) -> None:

@@ -306,12 +306,15 @@ def test_any_id_and_payload_arrive_exactly() -> None:
                 target = [f"{gw.endpoint}/{typed}"]
                 options = []
             stdin: bytes | None = payload
-            if channel == "-d @-":
-                options += ["-d", "@-"]
-            elif channel == "-d @FILE":
+            if channel == "-d @FILE":
                 message_file.write_bytes(payload)
                 options += ["-d", f"@{message_file}"]
                 stdin = None
+            elif not payload:  # zero bytes on stdin is refused; '' typed is the empty message
+                options += ["-d", ""]
+                stdin = None
+            elif channel == "-d @-":
+                options += ["-d", "@-"]
 
             with gw.client(connection_id) as ws:
                 mark = gw.mark()

@@ -19,7 +19,8 @@ def read_message(
     """MESSAGE, -d TEXT, -d @FILE, -d @- or piped stdin, as bytes; refuse over 128 KiB.
 
     Arguments are turned back into the exact bytes typed (os.fsencode undoes Python's decoding),
-    so nothing is re-encoded and no newline is added.
+    so nothing is re-encoded and no newline is added. Standard input that yields nothing is
+    refused (cron, CI, `</dev/null`): an empty message is sent only when typed as ''.
     """
     if message is not None and data is not None:
         raise UsageError("give the message once: as MESSAGE or with -d/--data, not both")
@@ -33,7 +34,7 @@ def read_message(
         if source == "-":
             if stream is None:
                 raise UsageError("-d @-: standard input is closed")
-            payload = _read_limited(stream, "standard input")
+            payload = _read_stdin(stream)
         else:
             payload = _read_file(source, wait)
     elif data is not None or message is not None:
@@ -41,11 +42,19 @@ def read_message(
     elif stream is None or stream.isatty():
         raise UsageError("no message: give MESSAGE, -d TEXT, -d @FILE, or pipe it on stdin")
     else:
-        payload = _read_limited(stream, "standard input")
+        payload = _read_stdin(stream)
     if len(payload) > MAX_PAYLOAD:
         raise PayloadTooLarge(
             f"the message is {len(payload)} bytes; the service's limit is {MAX_PAYLOAD} (128 KiB)"
         )
+    return payload
+
+
+def _read_stdin(stream: BinaryIO) -> bytes:
+    """The message from standard input; zero bytes there is a mistake, not a message."""
+    payload = _read_limited(stream, "standard input")
+    if not payload:
+        raise UsageError("no message on standard input; pass '' to send an empty message")
     return payload
 
 
