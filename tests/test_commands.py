@@ -306,6 +306,26 @@ def test_session_token_is_signed_sent_and_never_shown(
             assert "UnrecognizedClientException" in run.stderr
 
 
+def test_a_session_token_with_runs_of_spaces_is_signed_as_sigv4_says(
+    wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SigV4 collapses runs of spaces in a header value; the gateway (like AWS) checks that."""
+    from tests.conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
+    from wsconn.local.credentials import LocalCredentials
+    from wsconn.local.gateway import GatewayConfig, GatewayThread
+
+    token = "FQoG  spaced   session  token=="
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    creds = LocalCredentials(FAKE_ACCESS_KEY, FAKE_SECRET_KEY, token)
+    events: list[dict[str, object]] = []
+    with GatewayThread(GatewayConfig(port=0, credentials=creds), on_event=events.append) as gw:
+        gw.events = events
+        with client(gw) as (ws, cid):
+            run = wsconn("send", "--endpoint", gw.endpoint, cid, "spaced")
+            assert run.code == 0, run.stderr
+            assert received(ws) == "spaced"
+
+
 # -- credentials, profiles and region ---------------------------------------------------------
 
 

@@ -29,7 +29,9 @@ def botocore_authorization(
     return str(request.headers["Authorization"]), moment
 
 
-@pytest.mark.parametrize("token", [None, "FQoGZXIvYXdzEJr//session+token="])
+@pytest.mark.parametrize(
+    "token", [None, "FQoGZXIvYXdzEJr//session+token=", "FQoG  ZXIv   session  token="]
+)
 @pytest.mark.parametrize(
     ("method", "netloc", "path", "body"),
     [

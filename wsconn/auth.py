@@ -256,7 +256,8 @@ class Signer:
                 method,
                 canonical_uri(wire_path),
                 "",  # no query string on @connections
-                "".join(f"{name}:{value.strip()}\n" for name, value in headers.items()),
+                # SigV4's trimall: runs of spaces inside a value (a session token's) count as one.
+                "".join(f"{name}:{' '.join(value.split())}\n" for name, value in headers.items()),
                 signed_names,
                 hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256,
             )
