@@ -415,6 +415,38 @@ def test_bulk_usage_errors(wsconn: Wsconn, args: list[str], code: int, words: st
     assert words in run.stderr
 
 
+def test_latency_is_measured_from_the_first_attempt_not_from_the_rate_wait(gateway: Any) -> None:
+    """`latencyMs` (and p50/p99) time the call, not the time it queued for --rate."""
+    from tests.conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
+    from wsconn.auth import Credentials, Signer
+    from wsconn.client import ManagementClient
+    from wsconn.endpoint import parse_endpoint
+    from wsconn.fanout import RunPacer
+
+    class RecordingPacer(RunPacer):
+        def __init__(self, rate: float, stop: threading.Event) -> None:
+            super().__init__(rate, stop)
+            self.waits: list[tuple[float, float]] = []  # when wait() was called, when it returned
+
+        def wait(self) -> None:
+            called = time.perf_counter()
+            super().wait()
+            self.waits.append((called, time.perf_counter()))
+
+    pacer = RecordingPacer(2.0, threading.Event())  # 2/s: the second call waits half a second
+    signer = Signer(Credentials(FAKE_ACCESS_KEY, FAKE_SECRET_KEY, None, "env"), "us-east-1")
+    client = ManagementClient(parse_endpoint(gateway.endpoint, "--endpoint"), signer, pacer=pacer)
+    with clients(gateway, 1) as live:
+        client.post_to_connection(live.ids[0], b"first")
+        result = client.post_to_connection(live.ids[0], b"second")
+        finished = time.perf_counter()
+    client.close()
+    called, returned = pacer.waits[-1]
+    assert returned - called >= 0.25  # it did wait for its turn (the pacer sleeps until then)
+    # The latency fits between the end of that wait and the call's return (0.1 ms: rounding).
+    assert result.latency_ms <= (finished - returned) * 1000 + 0.1, (result, returned - called)
+
+
 def test_pacer_halves_on_429_and_recovers() -> None:
     from wsconn.fanout import RunPacer
 

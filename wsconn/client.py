@@ -216,7 +216,7 @@ class ManagementClient:
     def _call(self, method: str, connection_id: str, body: bytes) -> tuple[_Response, int, float]:
         """Send with retries (429, 5xx, connection errors); map the final answer to an error."""
         pacer = self.pacer
-        started = time.perf_counter()
+        started: float | None = None  # the first attempt's start: a --rate wait is not latency
         attempt = 0
         final: WsconnError | None = None  # the last failure, once there is one
         while True:
@@ -225,9 +225,11 @@ class ManagementClient:
             if pacer is not None:
                 pacer.wait()
                 if pacer.stopping():  # the run was stopped while this call waited its turn
-                    if final is None:
+                    if final is None or started is None:
                         raise NotAttempted(f"{connection_id} was not sent: the run was stopped")
                     raise self._finish(final, attempt - 1, started)
+            if started is None:
+                started = time.perf_counter()
             try:
                 response = self._send_once(method, connection_id, body)
             except WsconnError as error:
