@@ -76,6 +76,35 @@ def test_dry_run_binary_status_and_disconnect_curls(
         assert any(e["event"] == "disconnect" and e["by"] == "api" for e in gw.events)
 
 
+@needs_curl
+def test_dry_run_piped_to_sh_fails_when_the_request_fails(
+    wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--dry-run ... | sh` is honest: a 4xx exits non-zero, with the status and the body shown."""
+    with token_gateway(monkeypatch) as gw:
+        gone = wsconn("send", "--endpoint", gw.endpoint, "R0oXAdfD0kwCH6w=", "hi", "--dry-run")
+        done = run_shell(gone.stdout)
+        assert done.returncode != 0
+        assert b"HTTP 410" in done.stderr, done.stderr
+        status = wsconn("status", "--endpoint", gw.endpoint, "R0oXAdfD0kwCH6w=", "--dry-run")
+        assert run_shell(status.stdout).returncode != 0
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    events: list[dict[str, object]] = []
+    config = GatewayConfig(port=0, deny_methods=("POST",))
+    with GatewayThread(config, on_event=events.append) as gw:
+        gw.events = events
+        with client(gw) as (_ws, cid):
+            denied = wsconn("send", "--endpoint", gw.endpoint, cid, "hi", "--dry-run")
+            done = run_shell(denied.stdout)
+            assert done.returncode != 0
+            assert b"HTTP 403" in done.stderr, done.stderr
+            assert b"is not authorized to perform: execute-api:ManageConnections" in done.stdout
+            # A request that succeeds still exits 0, its status on stderr, stdout as the body.
+            ok = run_shell(wsconn("status", "--endpoint", gw.endpoint, cid, "--dry-run").stdout)
+            assert ok.returncode == 0 and b"HTTP 200" in ok.stderr, ok.stderr
+            assert json.loads(ok.stdout)["connectedAt"].endswith("Z")
+
+
 def test_dry_run_with_ids_prints_one_request_per_id(
     gateway: Any, wsconn: Wsconn, tmp_path: Path
 ) -> None:

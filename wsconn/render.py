@@ -304,11 +304,15 @@ def curl_command(prepared: Prepared) -> str:
     """A pasteable curl command sending exactly these bytes with exactly these signed headers.
 
     The session token is written as $AWS_SESSION_TOKEN, never its value; --path-as-is keeps curl
-    from normalising the signed path.
+    from normalising the signed path. A 4xx/5xx makes curl exit non-zero with the body shown
+    (--fail-with-body, curl 7.76+), so `wsconn ... --dry-run | sh` fails when the request does;
+    the status goes to stderr, the body to stdout.
     """
     import shlex
 
-    parts = ["curl", "--silent", "--show-error", "--path-as-is", "--request", prepared.method]
+    parts = ["curl", "--silent", "--show-error", "--fail-with-body"]
+    parts += ["--write-out", shlex.quote("%{stderr}HTTP %{http_code}\\n")]
+    parts += ["--path-as-is", "--request", prepared.method]
     parts.append(shlex.quote(prepared.url))
     for name, value in prepared.headers.items():
         if name == "content-length":
