@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -223,3 +226,60 @@ def test_a_redirect_is_named() -> None:
         run = run_wsconn("send", "--endpoint", server.endpoint, "id=", "x")
         assert run.code == 9
         assert "redirected (302) to https://elsewhere/" in run.stderr
+
+
+@contextmanager
+def refusing_proxy(answer: bytes) -> Iterator[int]:
+    """A proxy on loopback that answers every request (a CONNECT included) with `answer`."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+
+
+def _closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("refusal", ["tunnel", "connection"])
+def test_a_proxy_that_refuses_is_one_readable_line(
+    wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch, refusal: str
+) -> None:
+    """No Python repr of urllib3's nested exceptions; the proxy's password never shown."""
+    answer = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+    with refusing_proxy(answer) as port:
+        proxy_port = port if refusal == "tunnel" else _closed_port()
+        monkeypatch.setenv("HTTPS_PROXY", f"http://user:proxySecret@127.0.0.1:{proxy_port}")
+        monkeypatch.setenv("NO_PROXY", "")
+        run = wsconn(
+            "send", "--endpoint", "https://127.0.0.1:9/dev", "--region", "us-east-1",
+            "--retries", "0", "R0oXAdfD0kwCH6w=", "hi",
+        )  # fmt: skip
+    assert run.code == 7, run.stderr
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert "proxySecret" not in run.stderr
+    for python in ("Error(", "('", "object at"):
+        assert python not in run.stderr, run.stderr
+    if refusal == "tunnel":
+        assert run.stderr == (
+            f"wsconn: network: the proxy 127.0.0.1:{proxy_port} refused the tunnel to "
+            "127.0.0.1:9: 407 Proxy Authentication Required; check HTTPS_PROXY / HTTP_PROXY "
+            "(NO_PROXY lists hosts that bypass it)\n"
+        )
+    else:
+        assert f"cannot reach the proxy 127.0.0.1:{proxy_port} (for 127.0.0.1:9): " in run.stderr
+        assert "connection refused" in run.stderr

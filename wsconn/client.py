@@ -345,7 +345,7 @@ class ManagementClient:
                 self._timings["first byte"] = _ms_since(sent)
             data = raw.data
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _network_error(exc, self.endpoint, self.timeout) from None
+            raise _network_error(exc, self.endpoint, self.timeout, self._proxy_name()) from None
         response = _Response(
             raw.status, raw.reason or "", raw.headers, data, method, request.url, request.signed
         )
@@ -355,6 +355,14 @@ class ManagementClient:
                 response.status, response.reason, response.headers, data, dict(self._timings)
             )
         return response
+
+
+    def _proxy_name(self) -> str | None:
+        """The proxy's host:port (never its user name or password), when one is used."""
+        proxy: urllib3.util.Url | None = getattr(self._pool, "proxy", None)
+        if proxy is None or not proxy.host:
+            return None
+        return f"{proxy.host}:{proxy.port}" if proxy.port else proxy.host
 
 
 def _timed_connections(
@@ -531,11 +539,34 @@ def _error_for(
     return kind(text, http_status=status, error_type=error_type, detail=service_message or None)
 
 
+_TUNNEL = re.compile(r"Tunnel connection failed: ([^'\")]+)")
+
+
+def _proxy_failure(exc: urllib3.exceptions.ProxyError, where: str, proxy: str | None) -> str:
+    """What the proxy did, in words: urllib3 gives a tuple of nested exception reprs."""
+    name = f"the proxy {proxy}" if proxy else "the proxy"
+    variables = "HTTPS_PROXY / HTTP_PROXY (NO_PROXY lists hosts that bypass it)"
+    text = str(exc)
+    tunnel = _TUNNEL.search(text)
+    if tunnel:
+        return f"{name} refused the tunnel to {where}: {tunnel.group(1).strip()}; check {variables}"
+    errno = _ERRNO.search(text)
+    if errno:
+        why = errno.group(1).strip().lower()
+    elif "timed out" in text.lower():
+        why = "timed out"
+    else:
+        why = "it closed the connection without answering"
+    return f"cannot reach {name} (for {where}): {why}; check {variables}"
+
+
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^)'\"]+)")
 
 
-def _network_error(exc: Exception, endpoint: Endpoint, timeout: float) -> NetworkError:
-    """One line for a transport failure: TLS, timeout, DNS, refused, reset."""
+def _network_error(
+    exc: Exception, endpoint: Endpoint, timeout: float, proxy: str | None = None
+) -> NetworkError:
+    """One line for a transport failure: TLS, timeout, DNS, refused, reset, a proxy's refusal."""
     where = endpoint.netloc
     errors = urllib3.exceptions
     if isinstance(exc, errors.SSLError):
@@ -551,7 +582,7 @@ def _network_error(exc: Exception, endpoint: Endpoint, timeout: float) -> Networ
             message = f"TLS handshake with {where} failed: {reason}"
         return NetworkError(message, error_type="tls")
     if isinstance(exc, errors.ProxyError):
-        return NetworkError(f"the proxy for {where} failed: {exc}", error_type="proxy")
+        return NetworkError(_proxy_failure(exc, where, proxy), error_type="proxy")
     if isinstance(exc, errors.NameResolutionError):
         return NetworkError(f"cannot resolve {where}: no such host", error_type="connection")
     if isinstance(exc, errors.ConnectTimeoutError) and not isinstance(
