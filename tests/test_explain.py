@@ -148,12 +148,59 @@ def test_forbidden_shows_the_url_and_where_the_endpoint_came_from(
     monkeypatch.setenv("WSCONN_ENDPOINT", gateway.endpoint.rsplit("/", 1)[0] + "/prod")
     run = wsconn("status", CID)
     assert run.code == 4
-    assert "stage, path or api-id is wrong" in run.stderr
-    assert (
-        f"URL used: {gateway.endpoint.rsplit('/', 1)[0]}/prod/@connections/R0oXAdfD0kwCH6w%3D"
-        in run.stderr
+    first, *why = run.stderr.splitlines()
+    assert "wrong stage, path or api-id" in first
+    assert why[:2] == [
+        f"  URL used: {gateway.endpoint.rsplit('/', 1)[0]}/prod/@connections/R0oXAdfD0kwCH6w%3D",
+        "  Endpoint from: WSCONN_ENDPOINT",
+    ]
+    assert "if /prod ends with the stage, leave the stage out" in why[2]
+    assert_no_sentence_repeated(run.stderr)
+
+
+def assert_no_sentence_repeated(text: str) -> None:
+    sentences = [s.strip() for s in re.split(r"[.;:(),]\s|\n", text) if len(s.strip()) > 12]
+    repeated = {s for s in sentences if sentences.count(s) > 1}
+    assert not repeated, text
+    # The one line's list of causes is not said again below it in other words.
+    assert text.count("api-id") <= 1 and text.count("stage, path") <= 1, text
+
+
+def test_forbidden_on_an_endpoint_without_a_stage_says_the_stage_is_missing(
+    gateway: Any, wsconn: Wsconn
+) -> None:
+    """Not "do not add the stage again": there is none."""
+    no_stage = gateway.endpoint.rsplit("/", 1)[0]
+    run = wsconn("send", "--endpoint", no_stage, CID, "x")
+    assert run.code == 4
+    assert f"  The URL has no stage: it goes first in the path ({no_stage}/{{stage}})" in run.stderr
+    assert "again" not in run.stderr and "leave the stage out" not in run.stderr
+    assert_no_sentence_repeated(run.stderr)
+
+
+def test_forbidden_on_an_execute_api_host_names_the_api_and_stage() -> None:
+    from wsconn.errors import Forbidden, SentRequest
+    from wsconn.explain import explain
+
+    error = Forbidden("ForbiddenException: Forbidden", http_status=403)
+    error.error_type = "ForbiddenException"
+    error.sent = SentRequest(
+        method="POST",
+        url="https://abc123.execute-api.us-east-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w%3D",
+        endpoint_source="--endpoint",
+        region="us-east-1",
+        region_source="the host",
+        access_key=FAKE_ACCESS_KEY,
+        credential_source="env",
+        has_token=False,
+        canonical_request="",
+        string_to_sign="",
+        resource_pattern="",
     )
-    assert "Endpoint from: WSCONN_ENDPOINT" in run.stderr
+    assert explain(error)[2] == (
+        "Check that API abc123 has a stage named 'prod' (the first path segment), "
+        "and that its default endpoint is enabled."
+    )
 
 
 def test_expired_token_names_the_source_and_the_refresh(

@@ -356,7 +356,6 @@ class ManagementClient:
             )
         return response
 
-
     def _proxy_name(self) -> str | None:
         """The proxy's host:port (never its user name or password), when one is used."""
         proxy: urllib3.util.Url | None = getattr(self._pool, "proxy", None)

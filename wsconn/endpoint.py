@@ -20,7 +20,7 @@ from wsconn.errors import ConfigError, UsageError, WsconnError
 ENV_ENDPOINTS = ("WSCONN_ENDPOINT", "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", "AWS_ENDPOINT_URL")
 
 # "{api-id}.execute-api.{region}.amazonaws.com[.cn]", also "{api-id}-{vpce}.execute-api.{region}.vpce..."
-_EXECUTE_API_HOST = re.compile(
+EXECUTE_API_HOST = re.compile(
     r"^(?P<api>[^.]*)\.execute-api\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$"
 )
 # "@connections" as typed literally or percent-encoded (either hex case).
@@ -47,7 +47,7 @@ class Endpoint:
     @property
     def host_region(self) -> str | None:
         """The region named by an execute-api host, else None (custom domains, loopback)."""
-        match = _EXECUTE_API_HOST.match(self.netloc.rsplit(":", 1)[0].lower())
+        match = EXECUTE_API_HOST.match(self.netloc.rsplit(":", 1)[0].lower())
         return match.group("region") if match else None
 
     def connection_path(self, connection_id: str) -> str:
@@ -220,7 +220,7 @@ def _split_url(url: str, source: str) -> tuple[Endpoint, str | None]:
             raise _bad(source, f"{source} {url!r}: a '/' in a connection id must be written %2F")
         connection_id = unquote(raw_id) if raw_id else None
     base_path = _wire_path(path.rstrip("/"))
-    if not base_path and _EXECUTE_API_HOST.match(host):
+    if not base_path and EXECUTE_API_HOST.match(host):
         # Without the stage every call answers 403: the stage is the first path segment.
         raise _bad(
             source,

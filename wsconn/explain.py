@@ -11,7 +11,9 @@ import difflib
 import json
 import re
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
+from wsconn.endpoint import EXECUTE_API_HOST
 from wsconn.errors import SentRequest, WsconnError, redact
 
 SKEW_ALLOWED = 300.0  # seconds: SigV4 refuses requests more than 5 minutes off
@@ -67,13 +69,7 @@ def _forbidden(error: WsconnError, sent: SentRequest) -> list[str]:
     if kind == "AccessDeniedException":
         return _access_denied(detail, sent)
     if kind == "ForbiddenException":
-        return [
-            "The service has no such route: the stage, path or api-id is wrong, or the API's "
-            "default execute-api endpoint is disabled.",
-            f"URL used: {sent.url}",
-            f"Endpoint from: {sent.endpoint_source}",
-            "A custom domain's base path mapping selects the stage itself: do not add it again.",
-        ]
+        return _no_route(sent)
     if kind == "ExpiredTokenException":
         return [f"The session token of {who} has expired: {refresh}."]
     if kind == "UnrecognizedClientException":
@@ -86,6 +82,31 @@ def _forbidden(error: WsconnError, sent: SentRequest) -> list[str]:
             f"unknown paths too): check the URL {sent.url}"
         ]
     return []
+
+
+def _no_route(sent: SentRequest) -> list[str]:
+    """Where the request went, and what of the URL to check (the one line names the causes)."""
+    parts = urlsplit(sent.url)
+    host = parts.netloc
+    base = parts.path.split("/@connections", 1)[0]
+    lines = [f"URL used: {sent.url}", f"Endpoint from: {sent.endpoint_source}"]
+    if not base:
+        lines.append(
+            f"The URL has no stage: it goes first in the path ({parts.scheme}://{host}/{{stage}}), "
+            "unless the host is a custom domain whose API mapping has an empty base path."
+        )
+    elif EXECUTE_API_HOST.match(host.rsplit(":", 1)[0]):
+        api_id, stage = host.split(".", 1)[0], base.strip("/").split("/", 1)[0]
+        lines.append(
+            f"Check that API {api_id} has a stage named {stage!r} (the first path segment), "
+            "and that its default endpoint is enabled."
+        )
+    else:
+        lines.append(
+            f"A custom domain's base path mapping selects the stage itself: if {base} ends with "
+            "the stage, leave the stage out."
+        )
+    return lines
 
 
 def _signature(detail: str, sent: SentRequest, who: str) -> list[str]:
