@@ -227,3 +227,24 @@ def test_unknown_access_key_is_named(
     assert run.code == 4
     assert "AWS does not know access key AKIAUNKNOWN000000001 (credentials from env)" in run.stderr
     assert json.loads(run.stdout)["explanation"][0].startswith("AWS does not know")
+
+
+def test_a_temporary_key_without_its_session_token_is_named(
+    wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temporary = "ASIAWSCONNTEST000001"
+    creds = LocalCredentials(temporary, FAKE_SECRET_KEY, FAKE_SESSION_TOKEN)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", temporary)
+    with started(credentials=creds) as gw:
+        run = wsconn("send", "--endpoint", gw.endpoint, CID, "x")
+        assert run.code == 4
+        first, *why = run.stderr.splitlines()
+        assert "UnrecognizedClientException" in first
+        assert why == [
+            f"  Access key {temporary} (credentials from env) is a temporary key (ASIA...) sent "
+            "without its session token: set AWS_SESSION_TOKEN (or the profile's "
+            "aws_session_token) to the token issued with it."
+        ]
+        monkeypatch.setenv("AWS_SESSION_TOKEN", FAKE_SESSION_TOKEN)
+        # With its token the request is accepted (and the unknown id answered 410).
+        assert wsconn("send", "--endpoint", gw.endpoint, CID, "x").code == 3

@@ -64,6 +64,18 @@ def _forbidden(error: WsconnError, sent: SentRequest) -> list[str]:
     kind = error.error_type
     refresh = _REFRESH.get(sent.credential_source, "refresh the credentials")
     who = f"access key {sent.access_key} (credentials from {sent.credential_source})"
+    if (
+        sent.access_key.startswith("ASIA")
+        and not sent.has_token
+        and kind not in ("AccessDeniedException", "ForbiddenException")
+    ):
+        # STS issues ASIA keys with a session token; without it AWS knows neither.
+        return [
+            f"Access key {sent.access_key} (credentials from {sent.credential_source}) is a "
+            "temporary key (ASIA...) sent without its session token: "
+            "set AWS_SESSION_TOKEN (or the profile's aws_session_token) to the token issued "
+            "with it."
+        ]
     if kind == "InvalidSignatureException":
         return _signature(detail, sent, who)
     if kind == "AccessDeniedException":
