@@ -494,6 +494,21 @@ def test_malformed_id_is_refused_before_sending(gateway: Any, wsconn: Wsconn) ->
     assert len(gateway.events) == before
 
 
+def test_an_id_that_is_not_utf8_is_named_so(gateway: Any) -> None:
+    done = subprocess.run(
+        [sys.executable.encode(), b"-m", b"wsconn", b"status", b"--endpoint",
+         gateway.endpoint.encode(), b"R0oX\xffdfD0kwCH6w="],
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == (
+        b"wsconn: usage: the connection id 'R0oX\\xffdfD0kwCH6w=' is not valid UTF-8 "
+        b"(ids are A-Z a-z 0-9 _ - + / =)\n"
+    )
+    assert not [e for e in gateway.events if e["event"] in ("get", "denied")]
+
+
 def test_exit_2_usage(wsconn: Wsconn) -> None:
     assert wsconn("send", "--no-such-option").code == 2
     run = wsconn("send", "--endpoint", "http://127.0.0.1:9/x", "id=", "msg", "-d", "also")
