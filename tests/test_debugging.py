@@ -118,10 +118,12 @@ def test_dry_run_with_ids_prints_one_request_per_id(
 
 
 def test_config_shows_every_setting_and_its_source(
-    wsconn: Wsconn, hermetic_env: Path, monkeypatch: pytest.MonkeyPatch
+    wsconn: Wsconn, hermetic_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not checked until a call\n")
     (hermetic_env / "config").write_text(
-        "[profile ops]\nregion = eu-north-1\nca_bundle = /etc/x.pem\n"
+        f"[profile ops]\nregion = eu-north-1\nca_bundle = {bundle}\n"
     )
     (hermetic_env / "credentials").write_text(
         "[ops]\naws_access_key_id = AKIAOPSPROFILE00WXYZ\naws_secret_access_key = s3cr3t\n"
@@ -130,31 +132,44 @@ def test_config_shows_every_setting_and_its_source(
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     run = wsconn("config", "--profile", "ops", "-o", "json", "--timeout", "3")
     assert run.code == 0, run.stderr
+    assert run.stdout.count("\n") == 1  # one object, on one line
     report = json.loads(run.stdout)
-    assert report["endpoint"] == {
-        "value": "https://ws.example.com/chat",
-        "source": "WSCONN_ENDPOINT",
+    # One flat object: `jq -r .region` works, sources under their own keys, numbers as numbers.
+    assert report == {
+        "endpoint": "https://ws.example.com/chat",
+        "endpointSource": "WSCONN_ENDPOINT",
+        "region": "eu-north-1",
+        "regionSource": "profile ops",
+        "profile": "ops",
+        "profileSource": "--profile",
+        "accessKeyId": "****************WXYZ",
+        "credentialSource": "shared-credentials-file",
+        "sessionToken": None,
+        "timeout": 3.0,
+        "timeoutSource": "--timeout",
+        "retries": 3,
+        "retriesSource": "default",
+        "caBundle": str(bundle),
+        "caBundleSource": "profile ops",
+        "problems": [],
     }
-    assert report["region"] == {"value": "eu-north-1", "source": "profile ops"}
-    assert report["profile"] == {"value": "ops", "source": "--profile"}
-    assert report["credentials"]["value"] == "access key ****************WXYZ"
-    assert report["credentials"]["source"] == "shared-credentials-file"
-    assert report["timeout"] == {"value": "3s", "source": "--timeout"}
-    assert report["retries"] == {"value": "3", "source": "default"}
-    assert report["ca bundle"] == {"value": "/etc/x.pem", "source": "profile ops"}
+    assert not [key for key in report if " " in key]
     assert "s3cr3t" not in run.stdout + run.stderr
 
 
-def test_config_text_reports_what_is_missing(
+def test_config_text_reports_what_is_missing_and_exits_8(
     wsconn: Wsconn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     run = wsconn("config")
-    assert run.code == 0
+    assert run.code == 8
     lines = {line.split()[0]: line for line in run.stdout.splitlines()}
     assert "no endpoint" in lines["endpoint"]
-    assert "credentials  -  (configuration: no AWS credentials found" in lines["credentials"]
+    assert "access key  -  (configuration: no AWS credentials found" in lines["access"]
     assert "us-east-1  (AWS_DEFAULT_REGION)" in lines["region"]
+    # What is missing, on stderr, one line each.
+    assert run.stderr.splitlines()[0].startswith("wsconn: configuration: no endpoint")
+    assert run.stderr.splitlines()[1].startswith("wsconn: configuration: no AWS credentials")
 
 
 def test_watch_follows_until_gone_and_exits_3(wsconn: Wsconn) -> None:
@@ -179,7 +194,11 @@ def test_watch_follows_until_gone_and_exits_3(wsconn: Wsconn) -> None:
     assert len(polls) >= 3 and [p["poll"] for p in polls] == list(range(1, len(polls) + 1))
     assert all(p["outcome"] == "connected" and "idleTimeoutInSeconds" in p for p in polls)
     assert final["outcome"] == "gone" and final["httpStatus"] == 410
-    assert f"{cid} went away (last seen connected at" in run.stderr
+    # One error line that says what was seen, and why it fits, not the three meanings of 410.
+    first, *why = run.stderr.splitlines()
+    assert first.startswith(f"wsconn: gone: {cid} went away: last seen connected at "), first
+    assert "(410 GoneException)" in first
+    assert why and "three things" not in run.stderr and "disconnected" in why[0]
 
 
 def test_watch_highlights_activity_changes(wsconn: Wsconn, gateway: Any) -> None:

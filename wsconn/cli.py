@@ -1,30 +1,30 @@
-"""The Click group and commands: parse, call the layer below, hand the result to render.
+"""The Click group and commands: parse, call one library function (wsconn.calls), render.
 
-Only click and wsconn.errors are imported at module level: `wsconn --help` and shell completion
-must not pay for botocore, requests, rich or aiohttp.
+Only click, wsconn.errors and other standard-library-only modules are imported at module level:
+`wsconn --help` and shell completion must not pay for botocore, requests, rich or aiohttp.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
 
 from wsconn import __version__
-from wsconn.errors import ConfigError, ExitCode, WsconnError, exit_code_table
+from wsconn.completion import data_value, profile_names
+from wsconn.errors import ConfigError, ExitCode, UsageError, WsconnError, exit_code_table
+from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION, MAX_PAYLOAD
+from wsconn.streams import Streams
 
 if TYPE_CHECKING:
-    from wsconn.auth import AwsConfig
-    from wsconn.client import ManagementClient
-    from wsconn.endpoint import Endpoint, Target
+    from wsconn.calls import Bulk, Operation, Settings
     from wsconn.render import Output
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -37,7 +37,7 @@ EPILOG = (
     "  wsconn status https://abc123.execute-api.us-east-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w=\n"
     "  wsconn disconnect --api-id abc123 --stage prod --region eu-west-1 R0oXAdfD0kwCH6w=\n"
     "  wsconn demo          # try it all against a local gateway, no AWS account needed\n"
-    "\n\b\nEndpoint, in this order: a connection URL as CONNECTION_ID; --endpoint URL;\n"
+    "\n\b\nEndpoint, in this order: a connection URL as CONNECTION; --endpoint URL;\n"
     "--api-id + --stage; WSCONN_ENDPOINT, AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI, AWS_ENDPOINT_URL.\n"
     + EXIT_EPILOG
 )
@@ -56,82 +56,182 @@ class Options(NamedTuple):
     retries: int = 3
     ca_bundle: str | None = None
     verbose: int = 0
+    quiet: bool = False
     dry_run: bool = False
 
     def merged(self, values: dict[str, Any]) -> Options:
         """These options overridden by the ones given (not None, not 0) in `values`."""
         given = {k: v for k, v in values.items() if k in self._fields and v is not None}
         given["verbose"] = self.verbose + (values.get("verbose") or 0)
-        return self._replace(**given)
+        merged = self._replace(**given)
+        if merged.verbose and merged.quiet:
+            raise UsageError("-q/--quiet and -v/--verbose contradict each other: give one")
+        return merged
+
+    def settings(self) -> Settings:
+        from wsconn.calls import Settings
+
+        return Settings(
+            self.endpoint,
+            self.api_id,
+            self.stage,
+            self.region,
+            self.profile,
+            self.timeout,
+            self.retries,
+            self.ca_bundle,
+        )
 
 
-_SHARED_OPTIONS = [
-    click.option(
-        "--endpoint",
-        "--endpoint-url",
-        "endpoint",
-        metavar="URL",
-        help="Management endpoint URL: https://, http://, or the clients' wss:// or ws://.",
+def _stage(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise UsageError(
+            "--stage is empty: an unquoted $default is expanded by the shell to nothing; "
+            "quote it: --stage '$default'"
+        )
+    return value
+
+
+def _region(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from wsconn.endpoint import check_region
+
+    return None if value is None else check_region(value, "--region")
+
+
+# (option, used by `config`)
+_SHARED_OPTIONS: list[tuple[Callable[[F], F], bool]] = [
+    (
+        click.option(
+            "--endpoint",
+            "--endpoint-url",
+            "endpoint",
+            metavar="URL",
+            help="Management endpoint URL: https://, http://, or the clients' wss:// or ws://.",
+        ),
+        True,
     ),
-    click.option("--api-id", metavar="ID", help="API id; use with --stage (and --region)."),
-    click.option("--stage", metavar="NAME", help="Stage name, e.g. prod or $default."),
-    click.option(
-        "--region",
-        metavar="REGION",
-        callback=lambda _ctx, _param, value: _region(value),
-        help="AWS region (default: from the host or profile).",
+    (click.option("--api-id", metavar="ID", help="API id; use with --stage (and --region)."), True),
+    (
+        click.option(
+            "--stage",
+            metavar="NAME",
+            callback=_stage,
+            help="Stage name, e.g. prod or '$default' (quoted).",
+        ),
+        True,
     ),
-    click.option(
-        "--profile", metavar="NAME", help="AWS profile from ~/.aws/config (as the AWS CLI)."
+    (
+        click.option(
+            "--region",
+            metavar="REGION",
+            callback=_region,
+            help="AWS region (default: from the host or profile).",
+        ),
+        True,
     ),
-    click.option(
-        "-o",
-        "--output",
-        type=click.Choice(["auto", "text", "json"]),
-        help="auto: rich on a terminal, text when piped; json: one object on stdout.",
+    (
+        click.option(
+            "--profile",
+            metavar="NAME",
+            shell_complete=profile_names,
+            help="AWS profile from ~/.aws/config (as the AWS CLI).",
+        ),
+        True,
     ),
-    click.option(
-        "--timeout",
-        type=click.FloatRange(min=0, min_open=True),
-        metavar="SECONDS",
-        help="Connect and read timeout per attempt [default: 10].",
+    (
+        click.option(
+            "-o",
+            "--output",
+            type=click.Choice(["auto", "text", "json"]),
+            help="auto: rich on a terminal, text when piped; json: one object on stdout.",
+        ),
+        True,
     ),
-    click.option(
-        "--retries",
-        type=click.IntRange(min=0, max=10),
-        metavar="N",
-        help="Retries for 429, 5xx and connection errors [default: 3].",
+    (
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="Connect and read timeout per attempt [default: 10].",
+        ),
+        True,
     ),
-    click.option(
-        "--ca-bundle",
-        type=click.Path(dir_okay=False),
-        metavar="PATH",
-        help="CA certificates to verify TLS with (default: AWS_CA_BUNDLE, then the system's).",
+    (
+        click.option(
+            "--retries",
+            type=click.IntRange(min=0, max=10),
+            metavar="N",
+            help="Retries for 429, 5xx and connection errors [default: 3].",
+        ),
+        True,
     ),
-    click.option(
-        "-v",
-        "--verbose",
-        count=True,
-        help="Show on stderr how the call resolved, the canonical request and string-to-sign, "
-        "the request and response, and timings (secrets redacted).",
+    (
+        click.option(
+            "--ca-bundle",
+            type=click.Path(dir_okay=False),
+            metavar="PATH",
+            help="CA certificates to verify TLS with (default: AWS_CA_BUNDLE, then the system's).",
+        ),
+        True,
     ),
-    click.option(
-        "--dry-run",
-        is_flag=True,
-        default=None,
-        help="Resolve and sign, then print the request as a curl command instead of sending it.",
+    (
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            help="Show on stderr how the call resolved, the canonical request and string-to-sign, "
+            "the request and response, and timings (secrets redacted).",
+        ),
+        False,
+    ),
+    (
+        click.option(
+            "-q",
+            "--quiet",
+            is_flag=True,
+            default=None,
+            help="On stderr only the one-line error: no explanation, no confirmation, no progress.",
+        ),
+        False,
+    ),
+    (
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            default=None,
+            help="Resolve and sign, then print the request as a curl command instead of sending it.",
+        ),
+        False,
     ),
     # Read by main() from the arguments, since it must work even when parsing fails.
-    click.option(
-        "--debug", is_flag=True, default=None, help="Show tracebacks for internal errors."
+    (
+        click.option(
+            "--debug", is_flag=True, default=None, help="Show tracebacks for internal errors."
+        ),
+        True,
     ),
 ]
+
+
+def shared_options(command: F) -> F:
+    for option, _ in reversed(_SHARED_OPTIONS):
+        command = option(command)
+    return command
+
+
+def config_options(command: F) -> F:
+    """The shared options that change what `config` resolves (not -v, -q, --dry-run)."""
+    for option, for_config in reversed(_SHARED_OPTIONS):
+        if for_config:
+            command = option(command)
+    return command
 
 
 # A real connection id may start with '-' (15 of [A-Za-z0-9_-], then '='): Click would read it
 # as an option. Such a token is marked so Click takes it as an argument, and unmarked after.
 _DASH_ID = re.compile(r"-[A-Za-z0-9_-]{14}=")
 _MARK = "\x00"
+_CONNECTIONS = re.compile(r"/(?:@|%40)connections(?:/|$)", re.IGNORECASE)
 
 
 class ConnectionCommand(click.Command):
@@ -150,7 +250,22 @@ class ConnectionCommand(click.Command):
             else arg
             for i, arg in enumerate(args)
         ]
-        return super().parse_args(ctx, marked)
+        try:
+            return super().parse_args(ctx, marked)
+        except click.UsageError:
+            connection = ctx.params.get("connection")
+            if isinstance(connection, str) and _is_endpoint_url(connection):
+                # `send wss://.../prod ID hi`: the endpoint was given where the connection goes.
+                raise UsageError(
+                    f"{connection} is an endpoint, not a connection: pass it with "
+                    f"--endpoint {shlex.quote(connection)} and give the connection id as "
+                    "CONNECTION"
+                ) from None
+            raise
+
+
+def _is_endpoint_url(text: str) -> bool:
+    return "://" in text and not _CONNECTIONS.search(text)
 
 
 def _unmark(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -160,6 +275,7 @@ def _unmark(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
 _BULK_OPTIONS = [
     click.option(
         "--ids",
+        type=click.Path(dir_okay=False, allow_dash=True),
         metavar="FILE|-",
         help="Many connections: one id or connection URL per line (- for stdin); "
         "blank lines and # comments skipped.",
@@ -189,24 +305,21 @@ _BULK_OPTIONS = [
         metavar="FILE",
         help="With --ids: write the ids that failed or were not attempted here (re-run with --ids FILE).",
     ),
-    click.option("--unique", is_flag=True, default=None, help="With --ids: skip ids listed twice."),
+    click.option(
+        "--unique", is_flag=True, default=None, help="With --ids: skip a connection listed twice."
+    ),
 ]
 
 
-class Bulk(NamedTuple):
-    """The fan-out options, when --ids is given."""
-
-    ids: str
-    concurrency: int
-    rate: float | None
-    gone_out: str | None
-    failed_out: str | None
-    unique: bool
+def bulk_options(command: F) -> F:
+    for option in reversed(_BULK_OPTIONS):
+        command = option(command)
+    return command
 
 
 def _bulk(values: dict[str, Any], connection: str | None) -> Bulk | None:
     """The fan-out options, or None for a single call; usage errors for a mix of the two."""
-    from wsconn.errors import UsageError
+    from wsconn.calls import DEFAULT_CONCURRENCY, Bulk
 
     ids = values.get("ids")
     extra = [
@@ -225,7 +338,7 @@ def _bulk(values: dict[str, Any], connection: str | None) -> Bulk | None:
         raise UsageError("give either CONNECTION or --ids FILE, not both")
     return Bulk(
         ids,
-        values.get("concurrency") or 16,
+        values.get("concurrency") or DEFAULT_CONCURRENCY,
         values.get("rate"),
         values.get("gone_out"),
         values.get("failed_out"),
@@ -233,27 +346,20 @@ def _bulk(values: dict[str, Any], connection: str | None) -> Bulk | None:
     )
 
 
-def bulk_options(command: F) -> F:
-    for option in reversed(_BULK_OPTIONS):
-        command = option(command)
-    return command
-
-
-def _region(value: str | None) -> str | None:
-    from wsconn.endpoint import check_region
-
-    return None if value is None else check_region(value, "--region")
-
-
-def shared_options(command: F) -> F:
-    for option in reversed(_SHARED_OPTIONS):
-        command = option(command)
-    return command
-
-
 def _options(ctx: click.Context, values: dict[str, Any]) -> Options:
     parent: Options = ctx.find_object(Options) or Options()
     return parent.merged(values)
+
+
+def _streams(ctx: click.Context) -> Streams:
+    streams = ctx.meta.get("wsconn.streams")
+    return streams if isinstance(streams, Streams) else Streams.from_sys()
+
+
+def _output(ctx: click.Context, opts: Options) -> Output:
+    from wsconn.render import Output
+
+    return Output(opts.output, opts.verbose, opts.quiet, _streams(ctx))
 
 
 @click.group(context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
@@ -265,16 +371,90 @@ def cli(ctx: click.Context, /, **values: Any) -> None:
 
     Each call is signed with AWS SigV4 using the same credentials the AWS CLI would use.
     """
+    ctx.meta["wsconn.streams"] = ctx.obj if isinstance(ctx.obj, Streams) else Streams.from_sys()
     ctx.obj = Options().merged(values)
 
 
-@cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
+def _run(
+    ctx: click.Context,
+    opts: Options,
+    connection: str | None,
+    operation: Operation[Any],
+    bulk: Bulk | None,
+    show: Callable[[Output, Any], None],
+) -> None:
+    """One call, its dry run, or its fan-out over --ids; the result rendered, the exit code set."""
+    from wsconn import calls
+
+    out = _output(ctx, opts)
+    settings = opts.settings()
+    if bulk is not None:
+        ctx.exit(_run_bulk(ctx, opts, bulk, operation))
+    try:
+        if opts.dry_run:
+            planned = calls.dry_run(settings, connection or "", operation)
+            out.dry_run(planned.prepared, planned.settings)
+            return
+        result = calls.call(settings, connection or "", operation, tracer=out.tracer())
+    except WsconnError as error:
+        out.failed(error)
+        raise
+    show(out, result)
+
+
+def _run_bulk(ctx: click.Context, opts: Options, bulk: Bulk, operation: Operation[Any]) -> int:
+    """Fan one operation out over --ids; every line gets a result. Returns the run's exit code."""
+    from wsconn import calls
+    from wsconn.render import BulkOutput
+
+    settings = opts.settings()
+    streams = _streams(ctx)
+    if opts.dry_run:
+        printer = _output(ctx, opts)
+        for planned in calls.dry_run_each(settings, bulk, operation):
+            printer.dry_run(planned.prepared, planned.settings)
+        return ExitCode.OK
+    out = BulkOutput(
+        opts.output,
+        operation.success,
+        streams,
+        quiet=opts.quiet,
+        verbose=opts.verbose,
+        table=operation.method == "GET",
+    )
+    tracer = _output(ctx, opts).tracer()
+    done = calls.fan_out(settings, bulk, operation, out, tracer=tracer)
+    if done.input_abandoned:
+        # The reader thread is still blocked on the input: interpreter shutdown would wait for
+        # its lock (and abort). The lists are closed, the output flushed: leave now.
+        streams.stdout.flush()
+        streams.stderr.flush()
+        os._exit(done.exit_code)
+    return done.exit_code
+
+
+SEND_HELP = """Send MESSAGE to one connection (POST @connections/{id}).
+
+    CONNECTION is a connection id or a whole connection URL. The message is MESSAGE, -d TEXT,
+    -d @FILE, -d @-, or standard input when piped: exactly those bytes, at most {MAX_PAYLOAD}.
+
+    \b
+    Examples:
+      wsconn send --endpoint https://abc123.execute-api.us-east-1.amazonaws.com/prod R0oXAdfD0kwCH6w= hi
+      echo '{"type":"ping"}' | wsconn send https://abc123.execute-api.us-east-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w=
+      wsconn send -d @image.png https://abc123.execute-api.eu-west-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w=
+      jq -r .connectionId conns.json | wsconn send --endpoint https://abc123.execute-api.us-east-1.amazonaws.com/prod --ids - -d '{"type":"refresh"}' --gone-out gone.txt
+    """.replace("{MAX_PAYLOAD}", str(MAX_PAYLOAD))
+
+
+@cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG, help=SEND_HELP)
 @click.argument("connection", required=False, callback=_unmark)
 @click.argument("message", required=False, callback=_unmark)
 @click.option(
     "-d",
     "--data",
     metavar="TEXT|@FILE|@-",
+    shell_complete=data_value,
     help="The message: TEXT, @FILE (bytes as they are), or @- for stdin.",
 )
 @bulk_options
@@ -288,56 +468,32 @@ def send(
     data: str | None,
     **values: Any,
 ) -> None:
-    """Send MESSAGE to one connection (POST @connections/{id}).
-
-    CONNECTION is a connection id or a whole connection URL. The message is MESSAGE, -d TEXT,
-    -d @FILE, -d @-, or standard input when piped: exactly those bytes, at most 131072.
-
-    \b
-    Examples:
-      wsconn send --endpoint https://abc123.execute-api.us-east-1.amazonaws.com/prod R0oXAdfD0kwCH6w= hi
-      echo '{"type":"ping"}' | wsconn send R0oXAdfD0kwCH6w=
-      wsconn send -d @image.png https://abc123.execute-api.eu-west-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w=
-      jq -r .connectionId conns.json | wsconn send --ids - -d '{"type":"refresh"}' --gone-out gone.txt
-    """
+    from wsconn import calls
     from wsconn.message import read_message
 
     opts = _options(ctx, values)
+    streams = _streams(ctx)
+    if values.get("ids") is not None and connection is not None and message is data is None:
+        raise UsageError(
+            f"with --ids, the message goes in -d: --ids {shlex.quote(values['ids'])} "
+            f"-d {shlex.quote(connection)}"
+        )
     bulk = _bulk(values, connection)
     if bulk is not None:
-        from wsconn.errors import UsageError
-
         if data is None or message is not None:
             raise UsageError("with --ids, give the message with -d TEXT or -d @FILE")
         if data == "@-" and bulk.ids == "-":
             raise UsageError("standard input cannot hold both the ids and the message")
-        payload = read_message(None, data, wait=opts.timeout)
-        ctx.exit(
-            _run_bulk(
-                opts,
-                bulk,
-                "sent",
-                "POST",
-                payload,
-                lambda c, cid: c.post_to_connection(cid, payload),
-            )
-        )
-    out = _output(opts)
     try:
-        payload = read_message(message, data, wait=opts.timeout)
-    except WsconnError as error:
-        out.failed(error, None)
-        raise
-    out.sent(
-        _call(
-            opts,
-            out,
-            connection or "",
-            "POST",
-            payload,
-            lambda c, cid: c.post_to_connection(cid, payload),
+        payload = read_message(
+            message, data, streams.stdin_bytes, streams.stdin_is_terminal, wait=opts.timeout
         )
-    )
+    except WsconnError as error:
+        if bulk is None:
+            error.connection_id = calls.given_id(connection or "")
+            _output(ctx, opts).failed(error)
+        raise
+    _run(ctx, opts, connection, calls.send(payload), bulk, lambda out, result: out.sent(result))
 
 
 @cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
@@ -348,16 +504,19 @@ def send(
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),
-    default=2.0,
-    show_default=True,
     metavar="SECONDS",
-    help="With --watch: time between polls.",
+    help="With --watch: time between polls [default: 2].",
 )
 @bulk_options
 @shared_options
 @click.pass_context
 def status(
-    ctx: click.Context, /, connection: str | None, watch: bool, interval: float, **values: Any
+    ctx: click.Context,
+    /,
+    connection: str | None,
+    watch: bool,
+    interval: float | None,
+    **values: Any,
 ) -> None:
     """Show one connection's state (GET @connections/{id}).
 
@@ -367,25 +526,30 @@ def status(
     \b
     Examples:
       wsconn status --endpoint wss://abc123.execute-api.us-east-1.amazonaws.com/prod R0oXAdfD0kwCH6w=
-      wsconn status -o json "$CALLBACK_URL/@connections/$ID" | jq .lastActiveAt
-      wsconn status --ids ids.txt -o json | jq -r 'select(.outcome == "connected") | .connectionId'
-      wsconn status --watch --interval 5 "$CONNECTION_URL"
+      wsconn status -o json https://abc123.execute-api.us-east-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w= | jq .lastActiveAt
+      wsconn status --endpoint https://abc123.execute-api.us-east-1.amazonaws.com/prod --ids ids.txt -o json | jq -r 'select(.outcome == "connected") | .connectionId'
+      wsconn status --watch --interval 5 https://abc123.execute-api.us-east-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w=
     """
-    opts = _options(ctx, values)
-    bulk = _bulk(values, connection)
-    if bulk is not None:
-        if watch:
-            from wsconn.errors import UsageError
+    from wsconn import calls
 
-            raise UsageError("--watch follows one connection: give CONNECTION, not --ids")
-        ctx.exit(
-            _run_bulk(opts, bulk, "connected", "GET", b"", lambda c, cid: c.get_connection(cid))
-        )
-    out = _output(opts)
-    if watch:
-        _call(opts, out, connection or "", "GET", b"", lambda c, cid: _watch(c, cid, out, interval))
+    opts = _options(ctx, values)
+    if interval is not None and not watch:
+        raise UsageError("--interval goes with --watch")
+    bulk = _bulk(values, connection)
+    if watch and bulk is not None:
+        raise UsageError("--watch follows one connection: give CONNECTION, not --ids")
+    if watch and not opts.dry_run:
+        out = _output(ctx, opts)
+        try:
+            with out.watch() as view:
+                calls.watch(
+                    opts.settings(), connection or "", interval or 2.0, view, tracer=out.tracer()
+                )
+        except WsconnError as error:
+            out.failed(error)
+            raise
         return
-    out.status(_call(opts, out, connection or "", "GET", b"", lambda c, cid: c.get_connection(cid)))
+    _run(ctx, opts, connection, calls.STATUS, bulk, lambda out, info: out.status(info))
 
 
 @cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
@@ -399,124 +563,55 @@ def disconnect(ctx: click.Context, /, connection: str | None, **values: Any) -> 
     \b
     Examples:
       wsconn disconnect --api-id abc123 --stage prod --region us-east-1 R0oXAdfD0kwCH6w=
-      wsconn disconnect "$(cat stuck-connection-url.txt)" && echo closed
-      wsconn disconnect --ids stuck.txt --rate 50 --failed-out retry.txt
+      wsconn disconnect https://abc123.execute-api.us-east-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w= && echo closed
+      wsconn disconnect --api-id abc123 --stage prod --region us-east-1 --ids stuck.txt --rate 50 --failed-out retry.txt
     """
+    from wsconn import calls
+
     opts = _options(ctx, values)
     bulk = _bulk(values, connection)
-    if bulk is not None:
-        ctx.exit(
-            _run_bulk(
-                opts, bulk, "disconnected", "DELETE", b"", lambda c, cid: c.delete_connection(cid)
-            )
-        )
-    out = _output(opts)
-    out.disconnected(
-        _call(opts, out, connection or "", "DELETE", b"", lambda c, cid: c.delete_connection(cid))
+    _run(
+        ctx, opts, connection, calls.DISCONNECT, bulk, lambda out, result: out.disconnected(result)
     )
 
 
 @cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
 @click.argument("connection", required=False, callback=_unmark)
-@shared_options
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Print nothing when every setting resolves; else say what is missing (exit 8).",
+)
+@config_options
 @click.pass_context
-def config(ctx: click.Context, /, connection: str | None, **values: Any) -> None:
+def config(ctx: click.Context, /, connection: str | None, check: bool, **values: Any) -> None:
     """Show how each setting resolves, and from where (like `aws configure list`).
 
     Endpoint and its source, region and its source, profile, credential source with the access
-    key id masked to its last 4 characters, timeout, retries and CA bundle. Give CONNECTION (an
-    id or URL) to resolve the endpoint as a call with it would. Nothing is sent.
+    key id masked to its last 4 characters, timeout, retries and CA bundle: resolved exactly as
+    a call resolves them. Give CONNECTION (an id or URL) to resolve the endpoint as a call with
+    it would. Nothing is sent. When a setting cannot resolve, says why and exits 8.
 
     \b
     Examples:
       wsconn config
-      wsconn config --profile prod -o json | jq .region
-      wsconn config "$CONNECTION_URL"
+      wsconn config --profile prod -o json | jq -r .region
+      wsconn config https://abc123.execute-api.us-east-1.amazonaws.com/prod/@connections/R0oXAdfD0kwCH6w=
+      wsconn config --check --endpoint https://abc123.execute-api.us-east-1.amazonaws.com/prod
     """
-    from wsconn.auth import AwsConfig
+    from wsconn.calls import Resolver
 
     opts = _options(ctx, values)
-    aws = AwsConfig(opts.profile)
-    rows: list[tuple[str, str | None, str]] = []
-
-    def row(name: str, resolve: Callable[[], tuple[str | None, str]]) -> None:
-        try:
-            value, source = resolve()
-        except WsconnError as error:
-            value, source = None, error.format_message()
-        rows.append((name, value, source))
-
-    def endpoint() -> tuple[str | None, str]:
-        target = _resolve(opts, aws, connection or "CONNECTION_ID")
-        return target.endpoint.url, target.endpoint.source
-
-    def region() -> tuple[str | None, str]:
-        if opts.region:
-            return opts.region, "--region"
-        try:
-            host_region = _resolve(opts, aws, connection or "CONNECTION_ID").endpoint.host_region
-        except WsconnError:
-            host_region = None
-        if host_region:
-            return host_region, "the endpoint's host"
-        return aws.configured_region_and_source()
-
-    def credentials() -> tuple[str | None, str]:
-        from wsconn.client import mask
-
-        found = aws.credentials()
-        token = ", session token set" if found.token else ""
-        return f"access key {mask(found.access_key)}{token}", found.source
-
-    def ca_bundle() -> tuple[str | None, str]:
-        if opts.ca_bundle:
-            return opts.ca_bundle, "--ca-bundle"
-        bundle, source = aws.ca_bundle_and_source()
-        return (bundle, source) if bundle else ("the default CA store (certifi)", "default")
-
-    row("endpoint", endpoint)
-    row("region", region)
-    row("profile", aws.profile_and_source)
-    row("credentials", credentials)
-    defaults = Options()
-    row(
-        "timeout",
-        lambda: (f"{opts.timeout:g}s", _given(opts.timeout, defaults.timeout, "--timeout")),
-    )
-    row("retries", lambda: (str(opts.retries), _given(opts.retries, defaults.retries, "--retries")))
-    row("ca bundle", ca_bundle)
-    _output(opts).settings(rows)
-
-
-def _watch(client: ManagementClient, connection_id: str, out: Output, interval: float) -> None:
-    """Poll one connection until it is gone: the ConnectionGone error ends it (exit 3)."""
-    import time
-    from datetime import datetime, timezone
-
-    from wsconn.errors import ConnectionGone
-
-    last_seen: datetime | None = None
-    with out.watch() as view:
-        while True:
-            try:
-                info = client.get_connection(connection_id)
-            except ConnectionGone:
-                view.gone(connection_id, last_seen)
-                raise
-            last_seen = datetime.now(timezone.utc)
-            view.poll(info, interval)
-            time.sleep(interval)
-
-
-def _same_file(one: str, other: str) -> bool:
-    try:
-        return os.path.samefile(one, other)
-    except OSError:
-        return False
-
-
-def _given(value: object, default: object, option: str) -> str:
-    return "default" if value == default else option
+    rows = Resolver(opts.settings()).report(connection)
+    out = _output(ctx, opts)
+    if not check or out.mode == "json":
+        out.settings(rows)
+    problems = [row.problem for row in rows if row.problem is not None]
+    for problem in problems:
+        problem.show(file=_streams(ctx).stderr)
+        problem.shown = True
+    if problems:
+        raise problems[0]
 
 
 @cli.command(epilog=EXIT_EPILOG)
@@ -543,7 +638,7 @@ def _given(value: object, default: object, option: str) -> str:
 @click.option(
     "--idle-timeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=600.0,
+    default=IDLE_TIMEOUT,
     show_default=True,
     metavar="SECONDS",
     help="Close a client after this long without messages.",
@@ -551,7 +646,7 @@ def _given(value: object, default: object, option: str) -> str:
 @click.option(
     "--max-duration",
     type=click.FloatRange(min=0, min_open=True),
-    default=7200.0,
+    default=MAX_DURATION,
     show_default=True,
     metavar="SECONDS",
     help="Close a client after this long in all.",
@@ -707,167 +802,37 @@ def _local_extra() -> Any:
     return run
 
 
-def _output(opts: Options) -> Output:
-    from wsconn.render import Output
-
-    return Output(opts.output, opts.verbose)
-
-
-def _resolve(opts: Options, config: AwsConfig, connection: str) -> Target:
-    """The target step: where CONNECTION (an id or a URL) goes, by the documented order."""
-    from wsconn.endpoint import resolve_target
-
-    return resolve_target(
-        connection,
-        endpoint=opts.endpoint,
-        api_id=opts.api_id,
-        stage=opts.stage,
-        region=lambda: opts.region or config.configured_region(),
-        environ=os.environ,
-    )
-
-
-def _open(opts: Options, config: AwsConfig, endpoint: Endpoint, **extra: Any) -> ManagementClient:
-    from wsconn.client import open_client
-
-    return open_client(
-        endpoint,
-        config,
-        region=opts.region,
-        timeout=opts.timeout,
-        retries=opts.retries,
-        ca_bundle=opts.ca_bundle,
-        **extra,
-    )
-
-
-def _call(
-    opts: Options,
-    out: Output,
-    connection: str,
-    method: str,
-    body: bytes,
-    call: Callable[[ManagementClient, str], T],
-) -> T:
-    """Resolve the target and credentials, make one call; report a failure in the output mode.
-
-    With --dry-run the signed request is printed (as a curl command) instead, and the command
-    ends there with exit 0.
-    """
-    from wsconn.auth import AwsConfig
-
-    connection_id: str | None = None
-    try:
-        config = AwsConfig(opts.profile)
-        target = _resolve(opts, config, connection)
-        connection_id = target.connection_id
-        tracer = out.tracer()
-        client = _open(opts, config, target.endpoint, tracer=tracer)
-        if tracer is not None:
-            tracer.resolved(client.describe())
-        try:
-            if opts.dry_run:
-                out.dry_run(client.prepare(method, connection_id, body), client.describe())
-                raise click.exceptions.Exit(ExitCode.OK)
-            return call(client, connection_id)
-        finally:
-            client.close()
-    except WsconnError as error:
-        out.failed(error, connection_id)
-        raise
-
-
-def _run_bulk(
-    opts: Options,
-    bulk: Bulk,
-    success_word: str,
-    method: str,
-    body: bytes,
-    call: Callable[[ManagementClient, str], Any],
-) -> int:
-    """Fan one call out over --ids; every id gets a result line. Returns the run's exit code.
-
-    With --dry-run, each id's signed request is printed instead (one curl command a line).
-    """
-    from wsconn import fanout
-    from wsconn.auth import AwsConfig
-    from wsconn.render import BulkOutput
-
-    config = AwsConfig(opts.profile)
-    config.credentials()  # no credentials: say so once, before reading a single id
-    pacer = fanout.RunPacer(bulk.rate, threading.Event())
-
-    def resolve(line: str) -> tuple[Endpoint, str]:
-        target = _resolve(opts, config, line)
-        return target.endpoint, target.connection_id
-
-    def make(endpoint: Endpoint) -> ManagementClient:
-        return _open(opts, config, endpoint, connections=bulk.concurrency, pacer=pacer)
-
-    for listing in (bulk.gone_out, bulk.failed_out):
-        if (
-            listing
-            and os.path.exists(listing)
-            and bulk.ids != "-"
-            and _same_file(bulk.ids, listing)
-        ):
-            from wsconn.errors import UsageError
-
-            raise UsageError(
-                f"{listing} is the --ids file: writing it would empty it before it is read; "
-                "write the list to another file"
-            )
-    clients = fanout.ClientCache(make, resolve)
-    if opts.dry_run:
-        printer = _output(opts)
-        try:
-            with fanout.open_ids(bulk.ids) as ids:
-                for line in fanout.read_ids(ids, bulk.unique):
-                    client, connection_id = clients(line)
-                    printer.dry_run(client.prepare(method, connection_id, body), client.describe())
-        finally:
-            clients.close()
-        return ExitCode.OK
-    out = BulkOutput(opts.output, success_word, None)
-    if out.show_progress:
-        out.total = fanout.count_ids(bulk.ids, bulk.unique)
-    with (
-        fanout.open_ids(bulk.ids) as ids,
-        fanout.open_list(bulk.gone_out) as gone_out,
-        fanout.open_list(bulk.failed_out) as failed_out,
-    ):
-        run = fanout.FanOut(
-            ids=ids,
-            unique=bulk.unique,
-            concurrency=bulk.concurrency,
-            pacer=pacer,
-            client_for=clients,
-            call=call,
-        )
-        try:
-            code = fanout.run(run, out, gone_out=gone_out, failed_out=failed_out)
-        finally:
-            clients.close()
-    if run.input_abandoned:
-        # The reader thread is still blocked on the input: interpreter shutdown would wait for
-        # its lock (and abort). The lists are closed, the output flushed: leave now.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+def _json_requested(args: list[str]) -> bool:
+    """Whether the arguments ask for JSON output (read before parsing, which may fail)."""
+    for i, arg in enumerate(args):
+        if arg in ("-o", "--output") and i + 1 < len(args) and args[i + 1] == "json":
+            return True
+        if arg in ("-ojson", "--output=json"):
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: Click's parsing, our exit codes, never a traceback for a user."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or bool(os.environ.get("WSCONN_DEBUG"))
+    streams = Streams.from_sys()  # the one decision about terminals, for every command
+
+    def report(error: WsconnError) -> None:
+        """A failure not yet shown: one line on stderr; with -o json, its object on stdout."""
+        if _json_requested(args):
+            from wsconn.render import error_fields, write_json
+
+            write_json(streams, error_fields(error))
+        error.show(file=streams.stderr)
+
     try:
         # Without standalone mode Click returns ctx.exit()'s code instead of exiting.
-        code = cli.main(args=args, prog_name="wsconn", standalone_mode=False)
-        sys.stdout.flush()  # here, so a reader gone away is handled below, not at exit
+        code = cli.main(args=args, prog_name="wsconn", standalone_mode=False, obj=streams)
+        streams.stdout.flush()  # here, so a reader gone away is handled below, not at exit
     except WsconnError as error:
         if not error.shown:
-            error.show()
+            report(error)
         sys.exit(error.exit_code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
@@ -876,19 +841,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ExitCode.USAGE)
     except click.UsageError as error:  # Click's parsing errors, in our one-line form
         where = error.ctx.command_path if error.ctx else "wsconn"
-        click.echo(f"wsconn: usage: {error.format_message()} (see '{where} --help')", err=True)
+        message = f"{error.format_message()} (see '{where} --help')"
+        if _json_requested(args):
+            from wsconn.render import error_fields, write_json
+
+            write_json(streams, error_fields(UsageError(message)))
+        click.echo(f"wsconn: usage: {message}", file=streams.stderr)
         sys.exit(ExitCode.USAGE)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("wsconn: interrupted", err=True)
+        click.echo("wsconn: interrupted", file=streams.stderr)
         sys.exit(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         # The reader went away (`| head`): nothing more can be written; exit as a shell says.
-        from wsconn.render import silence_stdout
-
-        silence_stdout()
+        streams.silence_stdout()
         sys.exit(ExitCode.BROKEN_PIPE)
     except Exception as exc:
         if debug:
@@ -899,7 +867,7 @@ def main(argv: list[str] | None = None) -> None:
             f"wsconn: internal error: {type(exc).__name__}: {exc}. This is a bug in wsconn "
             f"{__version__}; please report it"
             + ("" if debug else " with the output of the same command run with --debug"),
-            err=True,
+            file=streams.stderr,
         )
         sys.exit(ExitCode.INTERNAL)
     sys.exit(code if isinstance(code, int) else ExitCode.OK)

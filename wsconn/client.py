@@ -7,7 +7,6 @@ hand and sent with `Session.send`, so the URL we signed is the URL on the wire: 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import time
@@ -22,11 +21,10 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from wsconn import __version__
-from wsconn.auth import AwsConfig, SignedHeaders, Signer
-from wsconn.endpoint import Endpoint, check_region
+from wsconn.auth import SignedHeaders, Signer
+from wsconn.endpoint import Endpoint
 from wsconn.errors import (
     ClientError,
-    ConfigError,
     ConnectionGone,
     Forbidden,
     NetworkError,
@@ -37,7 +35,7 @@ from wsconn.errors import (
     Throttled,
     WsconnError,
 )
-from wsconn.message import MAX_PAYLOAD
+from wsconn.limits import MAX_PAYLOAD, too_large
 
 USER_AGENT = f"wsconn/{__version__}"
 BACKOFF_BASE = 0.25  # seconds; full jitter over base * 2**attempt
@@ -175,9 +173,7 @@ class ManagementClient:
     def post_to_connection(self, connection_id: str, data: bytes) -> Result:
         """POST: deliver `data` to the client. Raises a WsconnError subclass on failure."""
         if len(data) > MAX_PAYLOAD:
-            raise PayloadTooLarge(
-                f"message is {len(data)} bytes; the limit is {MAX_PAYLOAD} (128 KiB)"
-            )
+            raise PayloadTooLarge(too_large("the message", len(data)))
         response, attempts, ms = self._call("POST", connection_id, data)
         return Result(connection_id, "sent", response.status, attempts, ms, len(data))
 
@@ -294,19 +290,6 @@ class ManagementClient:
             local_date=datetime.now(timezone.utc),
         )
 
-    def describe(self) -> dict[str, str | None]:
-        """How this client's settings were resolved (for --dry-run and `wsconn config`)."""
-        credentials = self.signer.credentials
-        return {
-            "endpoint": self.endpoint.url,
-            "endpointSource": self.endpoint.source,
-            "region": self.signer.region,
-            "regionSource": self.region_source,
-            "credentialSource": credentials.source,
-            "accessKeyId": mask(credentials.access_key),
-            "sessionToken": "set" if credentials.token else None,
-        }
-
     def prepare(self, method: str, connection_id: str, body: bytes) -> Prepared:
         """The signed request for one call, exactly as it would go on the wire."""
         endpoint = self.endpoint
@@ -395,58 +378,6 @@ class Prepared:
     headers: dict[str, str]
     body: bytes
     signed: SignedHeaders
-
-
-def open_client(
-    endpoint: Endpoint,
-    config: AwsConfig,
-    *,
-    region: str | None,
-    timeout: float,
-    retries: int,
-    ca_bundle: str | None,
-    tracer: Tracer | None = None,
-    connections: int = 1,
-    pacer: Pacer | None = None,
-) -> ManagementClient:
-    """A client for one endpoint: region, credentials and CA bundle resolved, in that order.
-
-    Region: --region, else the execute-api host's, else AWS_REGION / the profile's.
-    CA bundle: --ca-bundle, else AWS_CA_BUNDLE / the profile's ca_bundle, else the default store.
-    """
-    if region:
-        region_source = "--region"
-    elif endpoint.host_region:
-        region, region_source = endpoint.host_region, f"the host {endpoint.netloc}"
-    else:
-        region, region_source = config.configured_region_and_source()
-    if region:
-        check_region(region, region_source)
-    if not region:
-        raise ConfigError(
-            f"no region for {endpoint.netloc}: the host does not name one; pass --region "
-            "or set AWS_REGION"
-        )
-    credentials = config.credentials()
-    bundle = ca_bundle or config.ca_bundle()
-    if bundle and not os.path.isfile(bundle):
-        raise ConfigError(f"CA bundle {bundle} is not a readable file")
-    return ManagementClient(
-        endpoint,
-        Signer(credentials, region),
-        timeout=timeout,
-        retries=retries,
-        verify=bundle or True,
-        tracer=tracer,
-        connections=connections,
-        pacer=pacer,
-        region_source=region_source,
-    )
-
-
-def mask(access_key: str) -> str:
-    """An access key id shown by its last 4 characters only."""
-    return "*" * max(0, len(access_key) - 4) + access_key[-4:]
 
 
 def _ms_since(started: float) -> float:

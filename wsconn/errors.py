@@ -13,6 +13,8 @@ from typing import IO, Any, ClassVar
 
 import click
 
+from wsconn.limits import MAX_PAYLOAD
+
 
 class ExitCode(IntEnum):
     """Process exit codes. Never renumber: scripts test `$?` against these."""
@@ -41,7 +43,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "or still in its $connect handler)",
     ExitCode.FORBIDDEN: "forbidden: any 403 (wrong stage/path, signature, IAM, expired token)",
     ExitCode.THROTTLED: "throttled: 429 after retries",
-    ExitCode.PAYLOAD_TOO_LARGE: "payload too large (over 131072 bytes, refused locally, or 413)",
+    ExitCode.PAYLOAD_TOO_LARGE: f"payload too large (over {MAX_PAYLOAD} bytes, refused locally, or 413)",
     ExitCode.NETWORK: "network: connection refused, DNS, TLS, timeout",
     ExitCode.CONFIG: "configuration: no credentials, no endpoint, no region, unreadable file",
     ExitCode.CLIENT_ERROR: "other 4xx (e.g. 400 malformed connection id), or a redirect",
@@ -87,12 +89,14 @@ def redact(text: str) -> str:
 class WsconnError(click.ClickException):
     """An error a user can cause: one line on stderr, its own exit code, never a traceback.
 
-    `kind` is the short word that starts the line (`gone`, `forbidden`, ...), and also the
-    `outcome` in JSON output.
+    `kind` is the short word that starts the line (`gone`, `forbidden`, ...); `outcome` is the
+    word JSON output and fan-out results give (`gone`, `config-error`, ...). A subclass inherits
+    both, so a more precise error (NoCredentials) reports as its family does.
     """
 
     exit_code: ClassVar[int] = ExitCode.INTERNAL
     kind: ClassVar[str] = "error"
+    outcome: ClassVar[str] = "failed"
 
     def __init__(
         self,
@@ -111,6 +115,9 @@ class WsconnError(click.ClickException):
         self.latency_ms: float | None = None
         self.sent: SentRequest | None = None
         self.shown = False  # already written to stderr with its explanation
+        self.connection_id: str | None = None  # the connection it concerns, when there is one
+        # The lines shown under the error; None: explain.py works them out from the error.
+        self.explanation: list[str] | None = None
 
     def format_message(self) -> str:
         return f"{self.kind}: {self.message}"
@@ -122,36 +129,43 @@ class WsconnError(click.ClickException):
 class UsageError(WsconnError):
     exit_code = ExitCode.USAGE
     kind = "usage"
+    outcome = "usage-error"
 
 
 class ConnectionGone(WsconnError):
     exit_code = ExitCode.GONE
     kind = "gone"
+    outcome = "gone"
 
 
 class Forbidden(WsconnError):
     exit_code = ExitCode.FORBIDDEN
     kind = "forbidden"
+    outcome = "forbidden"
 
 
 class Throttled(WsconnError):
     exit_code = ExitCode.THROTTLED
     kind = "throttled"
+    outcome = "throttled"
 
 
 class PayloadTooLarge(WsconnError):
     exit_code = ExitCode.PAYLOAD_TOO_LARGE
     kind = "payload too large"
+    outcome = "too-large"
 
 
 class NetworkError(WsconnError):
     exit_code = ExitCode.NETWORK
     kind = "network"
+    outcome = "network-error"
 
 
 class ConfigError(WsconnError):
     exit_code = ExitCode.CONFIG
     kind = "configuration"
+    outcome = "config-error"
 
 
 class NoCredentials(ConfigError):
@@ -161,11 +175,13 @@ class NoCredentials(ConfigError):
 class ClientError(WsconnError):
     exit_code = ExitCode.CLIENT_ERROR
     kind = "rejected"
+    outcome = "rejected"
 
 
 class ServerError(WsconnError):
     exit_code = ExitCode.SERVER_ERROR
     kind = "server error"
+    outcome = "server-error"
 
 
 class NotAttempted(WsconnError):
@@ -173,28 +189,10 @@ class NotAttempted(WsconnError):
 
     exit_code = ExitCode.INTERRUPTED
     kind = "not attempted"
+    outcome = "not-attempted"
 
 
 class InternalError(WsconnError):
     exit_code = ExitCode.INTERNAL
     kind = "internal error"
-
-
-OUTCOMES: dict[type[WsconnError], str] = {
-    UsageError: "usage-error",
-    ConnectionGone: "gone",
-    Forbidden: "forbidden",
-    Throttled: "throttled",
-    PayloadTooLarge: "too-large",
-    NetworkError: "network-error",
-    ConfigError: "config-error",
-    ClientError: "rejected",
-    ServerError: "server-error",
-    InternalError: "failed",
-    NotAttempted: "not-attempted",
-}
-
-
-def outcome_of(error: WsconnError) -> str:
-    """The JSON `outcome` word for an error."""
-    return OUTCOMES.get(type(error), "failed")
+    outcome = "failed"

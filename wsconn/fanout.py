@@ -24,8 +24,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from wsconn.client import ConnectionInfo
 from wsconn.endpoint import readable
-from wsconn.errors import ConfigError, ExitCode, UsageError, WsconnError, outcome_of
-from wsconn.render import silence_stdout
+from wsconn.errors import ConfigError, ExitCode, NotAttempted, UsageError, WsconnError
 
 if TYPE_CHECKING:
     from wsconn.client import ManagementClient, Result
@@ -47,7 +46,7 @@ SEVERITY = (
     ExitCode.INTERRUPTED,
 )
 
-NOT_ATTEMPTED = "not-attempted"
+NOT_ATTEMPTED = NotAttempted.outcome
 
 
 @dataclass(frozen=True)
@@ -209,19 +208,21 @@ class RunPacer:
 Operation = Callable[["ManagementClient", str], "Result | ConnectionInfo"]
 
 
-def read_ids(stream: IO[str], unique: bool) -> Iterator[str]:
-    """Input lines that name a connection: stripped, blank lines and # comments skipped."""
-    seen: set[str] = set()
+def read_ids(stream: IO[str], unique_key: Callable[[str], object] | None = None) -> Iterator[str]:
+    """Input lines that name a connection: stripped, blank lines and # comments skipped; with
+    `unique_key`, a line whose key was seen before is skipped too (--unique)."""
+    seen: set[object] = set()
     for number, raw in enumerate(stream):
         line = raw.strip()
         if number == 0:
             line = line.lstrip("\ufeff").strip()
         if not line or line.startswith("#"):
             continue
-        if unique:
-            if line in seen:
+        if unique_key is not None:
+            key = unique_key(line)
+            if key in seen:
                 continue
-            seen.add(line)
+            seen.add(key)
         yield line
 
 
@@ -261,12 +262,12 @@ def open_list(path: str | None) -> Iterator[IO[str] | None]:
         yield stream
 
 
-def count_ids(path: str, unique: bool) -> int | None:
+def count_ids(path: str, unique_key: Callable[[str], object] | None = None) -> int | None:
     """How many ids a regular file holds (for a progress total); None for pipes."""
     if path == "-" or not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8", errors="surrogateescape") as stream:
-        return sum(1 for _ in read_ids(stream, unique))
+        return sum(1 for _ in read_ids(stream, unique_key))
 
 
 class FanOut:
@@ -276,7 +277,7 @@ class FanOut:
         self,
         *,
         ids: IO[str],
-        unique: bool,
+        unique_key: Callable[[str], object] | None,
         concurrency: int,
         pacer: RunPacer,
         client_for: Callable[[str], tuple[ManagementClient, str]],
@@ -284,7 +285,7 @@ class FanOut:
     ) -> None:
         self.stop = pacer.stop
         self._ids = ids
-        self._unique = unique
+        self._unique_key = unique_key
         self._concurrency = concurrency
         self._client_for = client_for
         self._call = call
@@ -332,7 +333,7 @@ class FanOut:
 
     def _read(self) -> None:
         try:
-            for line in read_ids(self._ids, self._unique):
+            for line in read_ids(self._ids, self._unique_key):
                 if self.stop.is_set():
                     self._results.put(_not_attempted(line))
                     continue
@@ -369,7 +370,7 @@ class FanOut:
             return Outcome(
                 line,
                 connection_id,
-                outcome_of(error),
+                error.outcome,
                 error.exit_code,
                 error.http_status,
                 error.error_type,
@@ -404,7 +405,13 @@ class FanOut:
 class Renderer(Protocol):
     """What the run reports to (render.BulkOutput)."""
 
+    def begin(self, count: Callable[[], int | None]) -> None:
+        """The run starts; `count()` reads how many ids there are (None: a pipe), if wanted."""
+
     def result(self, outcome: Outcome, summary: Summary) -> None: ...
+
+    def stdout_closed(self) -> None:
+        """stdout's reader went away: write nothing more there."""
 
     def stopping(self, again_quits: bool) -> None: ...
 
@@ -458,7 +465,7 @@ def run(
                     out.result(outcome, summary)
                 except BrokenPipeError:
                     stdout_open = False
-                    silence_stdout()
+                    out.stdout_closed()
                     stop(ExitCode.BROKEN_PIPE)
     finally:
         for sig, handler in previous.items():

@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import select
 import stat
-import sys
 from typing import BinaryIO
 
 from wsconn.errors import ConfigError, PayloadTooLarge, UsageError
-
-MAX_PAYLOAD = 131072  # 128 KiB: the service's limit for one PostToConnection
+from wsconn.limits import MAX_PAYLOAD, too_large
 
 
 def read_message(
-    message: str | None, data: str | None, stdin: BinaryIO | None = None, wait: float = 10.0
+    message: str | None,
+    data: str | None,
+    stdin: BinaryIO | None,
+    stdin_is_terminal: bool,
+    wait: float = 10.0,
 ) -> bytes:
     """MESSAGE, -d TEXT, -d @FILE, -d @- or piped stdin, as bytes; refuse over 128 KiB.
 
@@ -24,11 +26,7 @@ def read_message(
     """
     if message is not None and data is not None:
         raise UsageError("give the message once: as MESSAGE or with -d/--data, not both")
-    if stdin is not None:
-        stream: BinaryIO | None = stdin
-    else:
-        # sys.stdin is None when the process was started with standard input closed.
-        stream = sys.stdin.buffer if sys.stdin is not None else None
+    stream = stdin  # None when the process was started with standard input closed
     if data is not None and data.startswith("@"):
         source = data[1:]
         if source == "-":
@@ -39,14 +37,12 @@ def read_message(
             payload = _read_file(source, wait)
     elif data is not None or message is not None:
         payload = os.fsencode(data if data is not None else message or "")
-    elif stream is None or stream.isatty():
+    elif stream is None or stdin_is_terminal:
         raise UsageError("no message: give MESSAGE, -d TEXT, -d @FILE, or pipe it on stdin")
     else:
         payload = _read_stdin(stream)
     if len(payload) > MAX_PAYLOAD:
-        raise PayloadTooLarge(
-            f"the message is {len(payload)} bytes; the service's limit is {MAX_PAYLOAD} (128 KiB)"
-        )
+        raise PayloadTooLarge(too_large("the message", len(payload)))
     return payload
 
 
@@ -91,10 +87,7 @@ def _read_fifo(path: str, wait: float) -> bytes:
                 return b"".join(chunks)
             size += len(chunk)
             if size > MAX_PAYLOAD:
-                raise PayloadTooLarge(
-                    f"the message from {path} is over {MAX_PAYLOAD} bytes (128 KiB), "
-                    "the service's limit"
-                )
+                raise PayloadTooLarge(too_large(f"the message from {path}"))
             chunks.append(chunk)
     finally:
         os.close(fd)
@@ -107,7 +100,5 @@ def _read_limited(stream: BinaryIO, name: str) -> bytes:
     except OSError as exc:
         raise ConfigError(f"cannot read {name}: {exc.strerror or exc}") from None
     if len(payload) > MAX_PAYLOAD:
-        raise PayloadTooLarge(
-            f"the message from {name} is over {MAX_PAYLOAD} bytes (128 KiB), the service's limit"
-        )
+        raise PayloadTooLarge(too_large(f"the message from {name}"))
     return payload

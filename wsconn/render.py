@@ -2,6 +2,7 @@
 
 Results go to stdout, diagnostics (confirmations, -v traces, errors) to stderr. JSON is written with
 json.dumps straight to stdout, never through rich. rich is imported only when a terminal needs it.
+Whether a stream is a terminal is decided once, in `main` (wsconn.streams.Streams).
 """
 
 from __future__ import annotations
@@ -11,60 +12,56 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from wsconn.errors import WsconnError, outcome_of, redact
+from wsconn.errors import WsconnError, redact
+from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION, format_duration
+from wsconn.streams import Streams
+from wsconn.timestamps import iso_ms
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from wsconn.calls import Setting
     from wsconn.client import ConnectionInfo, Prepared, Result
     from wsconn.fanout import Outcome, Summary
 
-IDLE_TIMEOUT = 600.0  # the service closes a connection after 10 idle minutes
-MAX_DURATION = 7200.0  # ... and after 2 hours in all
 _SIGNATURE = re.compile(r"(Signature=)[0-9a-fA-F]+")
 
 
 def silence_stdout() -> None:
     """Point stdout at /dev/null: its reader is gone, and Python's exit flush must not fail."""
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    Streams.from_sys().silence_stdout()
 
 
-def format_duration(seconds: float) -> str:
-    """1h 02m 03s / 4m 05s / 12.3s; negative durations read as 0s."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
-
-
-def iso_ms(moment: datetime) -> str:
-    """``2020-04-30T20:10:33.236Z``: UTC, exactly three millisecond digits, ``Z`` (as the service)."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{moment.microsecond // 1000:03d}Z"
-    )
+def output_mode(mode: str, streams: Streams) -> str:
+    """auto: rich when stdout is a terminal, else text; text and json as they are."""
+    if mode == "auto":
+        return "rich" if streams.stdout_is_terminal else "text"
+    return mode
 
 
 class Output:
-    """Renders results and errors in one of three modes: rich, text, json."""
+    """Renders results and errors in one of three modes: rich, text, json.
 
-    def __init__(self, mode: str = "auto", verbose: int = 0) -> None:
-        if mode == "auto":
-            mode = "rich" if sys.stdout.isatty() else "text"
-        self.mode = mode
+    `quiet` (-q): on stderr only the one-line error, no explanation, no confirmation.
+    """
+
+    def __init__(
+        self,
+        mode: str = "auto",
+        verbose: int = 0,
+        quiet: bool = False,
+        streams: Streams | None = None,
+    ) -> None:
+        self.streams = streams or Streams.from_sys()
+        self.mode = output_mode(mode, self.streams)
         self.verbose = verbose
+        self.quiet = quiet
         self._stderr_console: Console | None = None
 
     # -- results -----------------------------------------------------------------------------
@@ -77,7 +74,7 @@ class Output:
     def _done(self, result: Result, words: str) -> None:
         if self.mode == "json":
             self._json(_result_fields(result))
-        elif sys.stderr.isatty():
+        elif self.streams.stderr_is_terminal and not self.quiet:
             self._stderr().print(
                 f"[green]✓[/] {words} [dim]({result.http_status}, {result.latency_ms:.0f} ms)[/]",
                 highlight=False,
@@ -90,62 +87,65 @@ class Output:
         rows = _status_rows(info)
         if self.mode == "text":
             width = max(len(name) for name, _ in rows)
-            click.echo("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+            self._echo("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
             return
-        from rich.console import Console
-
-        Console().print(_status_panel(info, rows[1:]), highlight=False)
+        self._stdout().print(_status_panel(info.result.connection_id, rows[1:]), highlight=False)
 
     def watch(self) -> Watch:
         """A live view for `status --watch`, in this output mode."""
-        return Watch(self.mode)
+        return Watch(self)
 
-    def failed(self, error: WsconnError, connection_id: str | None) -> None:
+    def failed(self, error: WsconnError) -> None:
         """The error line on stderr, then why (explain.py); JSON mode also reports on stdout."""
         from wsconn.explain import explain
 
-        why = explain(error)
+        why = error.explanation if error.explanation is not None else explain(error)
         if self.mode == "json":
-            self._json(
-                {
-                    "connectionId": connection_id,
-                    "outcome": outcome_of(error),
-                    "httpStatus": error.http_status,
-                    "errorType": error.error_type,
-                    "message": error.message,
-                    "attempts": error.attempts,
-                    "latencyMs": error.latency_ms,
-                    "explanation": why,
-                }
-            )
-        error.show()
-        for line in why:
-            click.echo(f"  {line}", err=True)
-        if self.verbose and error.detail:
-            click.echo(f"wsconn: the service said: {redact(error.detail)}", err=True)
+            self._json(error_fields(error, why))
+        click.echo(f"wsconn: {error.format_message()}", file=self.streams.stderr)
+        if not self.quiet:
+            for line in why:
+                click.echo(f"  {line}", file=self.streams.stderr)
+            if self.verbose and error.detail:
+                click.echo(
+                    f"wsconn: the service said: {redact(error.detail)}", file=self.streams.stderr
+                )
         error.shown = True
 
-    def settings(self, rows: list[tuple[str, str | None, str]]) -> None:
-        """`wsconn config`: each setting, its value (None: unresolved) and where it came from."""
+    def settings(self, rows: list[Setting]) -> None:
+        """`wsconn config`: each setting, its value and where it came from, or what is wrong."""
         if self.mode == "json":
-            self._json({name: {"value": value, "source": source} for name, value, source in rows})
+            fields: dict[str, object] = {}
+            for row in rows:
+                fields[row.name] = row.value
+                if row.source_key:
+                    fields[row.source_key] = row.source or None
+            fields["problems"] = [p.format_message() for row in rows if (p := row.problem)]
+            self._json(fields)
             return
+        shown = [
+            (
+                row.label,
+                _setting_value(row),
+                row.problem.format_message() if row.problem else row.source,
+            )
+            for row in rows
+            if row.label
+        ]
         if self.mode == "text":
-            width = max(len(name) for name, _, _ in rows)
-            for name, value, source in rows:
-                click.echo(f"{name:<{width}}  {value or '-'}  ({source})")
+            width = max(len(label) for label, _, _ in shown)
+            for label, value, source in shown:
+                self._echo(f"{label:<{width}}  {value or '-'}  ({source})")
             return
-        from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
 
         table = Table(box=None, show_header=True, header_style="bold")
         for column in ("setting", "value", "source"):
             table.add_column(column)
-        for name, value, source in rows:
-            shown = escape(value) if value else "[red]not set[/]"
-            table.add_row(name, shown, escape(source))
-        Console().print(table)
+        for label, value, source in shown:
+            table.add_row(label, escape(value) if value else "[red]not set[/]", escape(source))
+        self._stdout().print(table)
 
     def dry_run(self, prepared: Prepared, settings: Mapping[str, str | None]) -> None:
         """--dry-run: the request as a curl command that reproduces it, and where it came from."""
@@ -155,30 +155,64 @@ class Output:
                 {**settings, "method": prepared.method, "url": prepared.url, "curl": command}
             )
             return
-        click.echo(
+        self._echo(
             f"# endpoint {settings['endpoint']} (from {settings['endpointSource']})\n"
             f"# region {settings['region']} (from {settings['regionSource']})\n"
             f"# credentials from {settings['credentialSource']}, access key {settings['accessKeyId']}"
         )
         if settings.get("sessionToken"):
-            click.echo("# the session token is read from $AWS_SESSION_TOKEN: export it first")
-        click.echo(command)
+            self._echo("# the session token is read from $AWS_SESSION_TOKEN: export it first")
+        self._echo(command)
 
     # -- diagnostics -------------------------------------------------------------------------
     def tracer(self) -> Trace | None:
-        return Trace(self.verbose) if self.verbose else None
+        return Trace(self.verbose, self.streams) if self.verbose else None
 
     def _stderr(self) -> Console:
         if self._stderr_console is None:
             from rich.console import Console
 
-            self._stderr_console = Console(stderr=True)
+            self._stderr_console = Console(file=self.streams.stderr)
         return self._stderr_console
 
-    @staticmethod
-    def _json(fields: Mapping[str, object]) -> None:
-        sys.stdout.write(json.dumps(fields, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+    def _stdout(self) -> Console:
+        from rich.console import Console
+
+        return Console(file=self.streams.stdout)
+
+    def _echo(self, text: str) -> None:
+        click.echo(text, file=self.streams.stdout)
+
+    def _json(self, fields: Mapping[str, object]) -> None:
+        write_json(self.streams, fields)
+
+
+def write_json(streams: Streams, fields: Mapping[str, object]) -> None:
+    """One JSON object on one line of stdout, flushed (never through rich: it would wrap)."""
+    streams.stdout.write(json.dumps(fields, ensure_ascii=False) + "\n")
+    streams.stdout.flush()
+
+
+def error_fields(error: WsconnError, why: list[str] | None = None) -> dict[str, object]:
+    """The JSON object for a failure: the keys of a result, with the message and explanation."""
+    return {
+        "connectionId": error.connection_id,
+        "outcome": error.outcome,
+        "httpStatus": error.http_status,
+        "errorType": error.error_type,
+        "message": error.message,
+        "attempts": error.attempts,
+        "latencyMs": error.latency_ms,
+        "explanation": why or [],
+    }
+
+
+def _setting_value(row: Setting) -> str | None:
+    if row.value is None:
+        return "the default CA store" if row.name == "caBundle" and not row.problem else None
+    if row.name == "timeout":
+        return f"{row.value:g}s"
+    return str(row.value)
 
 
 def _ages(info: ConnectionInfo) -> tuple[float, float]:
@@ -210,7 +244,11 @@ def _status_rows(info: ConnectionInfo) -> list[tuple[str, str]]:
 
 
 def _status_panel(
-    info: ConnectionInfo, rows: list[tuple[str, str]], highlight: str | None = None, note: str = ""
+    connection_id: str,
+    rows: list[tuple[str, str]],
+    highlight: str | None = None,
+    note: str = "",
+    state: str = "[green]connected[/]",
 ) -> Any:
     from rich.markup import escape
     from rich.panel import Panel
@@ -225,7 +263,7 @@ def _status_panel(
         )
     return Panel(
         table,
-        title=f"[bold]{escape(info.result.connection_id)}[/] [green]connected[/]",
+        title=f"[bold]{escape(connection_id)}[/] {state}",
         subtitle=note or None,
         title_align="left",
         subtitle_align="left",
@@ -234,13 +272,18 @@ def _status_panel(
 
 
 class Watch:
-    """`status --watch`: one JSON or text line per poll, or a live rich panel on a terminal."""
+    """`status --watch`: one JSON or text line per poll, or a live rich panel on a terminal.
 
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
+    When the connection goes, the last thing shown says so (a red "gone" panel, a text line).
+    """
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.mode = output.mode
         self.polls = 0
         self._live: Any = None
         self._last_active: datetime | None = None
+        self._last_rows: list[tuple[str, str]] = []
         self._changes = 0
 
     def __enter__(self) -> Watch:
@@ -249,6 +292,7 @@ class Watch:
     def __exit__(self, *exc_info: object) -> None:
         if self._live is not None:
             self._live.stop()
+            self._live = None
 
     def poll(self, info: ConnectionInfo, interval: float) -> None:
         self.polls += 1
@@ -257,7 +301,7 @@ class Watch:
         self._changes += changed
         age, idle = _ages(info)
         if self.mode == "json":
-            Output._json(
+            self.output._json(
                 {
                     **_status_fields(info),
                     "poll": self.polls,
@@ -271,33 +315,45 @@ class Watch:
             return
         if self.mode == "text":
             mark = "  active" if changed else ""
-            click.echo(
+            self.output._echo(
                 f"{iso_ms(datetime.now(timezone.utc))}  connected {format_duration(age)}, "
                 f"idle {format_duration(idle)}, idle timeout in "
                 f"{format_duration(IDLE_TIMEOUT - idle)}, 2-hour limit in "
                 f"{format_duration(MAX_DURATION - age)}{mark}"
             )
-            sys.stdout.flush()
+            self.output.streams.stdout.flush()
             return
         note = f"poll {self.polls}, every {interval:g}s, {self._changes} changes"
+        self._last_rows = _status_rows(info)[1:]
         panel = _status_panel(
-            info, _status_rows(info)[1:], "last active" if changed else None, note
+            info.result.connection_id, self._last_rows, "last active" if changed else None, note
         )
         if self._live is None:
             from rich.live import Live
 
-            self._live = Live(panel, auto_refresh=False)
+            self._live = Live(panel, auto_refresh=False, console=self.output._stdout())
             self._live.start()
         self._live.update(panel, refresh=True)
 
-    def gone(self, connection_id: str, last_seen: datetime | None) -> None:
-        """The connection went away: say when (between the last good poll and now)."""
-        if self._live is not None:
+    def gone(self, connection_id: str, last_seen: datetime | None, error: WsconnError) -> None:
+        """The connection answered 410: the view's last state shows it gone (the error line
+        on stderr says when)."""
+        now = iso_ms(datetime.now(timezone.utc))
+        if self.mode == "text" and last_seen is not None:
+            self.output._echo(f"{now}  gone (last seen connected at {iso_ms(last_seen)})")
+        elif self.mode == "rich" and self._live is not None:
+            seen = f"last seen connected at {iso_ms(last_seen)}, " if last_seen else ""
+            panel = _status_panel(
+                connection_id,
+                [(name, value) for name, value in self._last_rows if name != "idle timeout in"
+                 and name != "2-hour limit in"],
+                note=f"{seen}gone by {now}",
+                state="[bold red]gone[/]",
+            )  # fmt: skip
+            self._live.update(panel, refresh=True)
             self._live.stop()
             self._live = None
-        now = datetime.now(timezone.utc)
-        seen = f"last seen connected at {iso_ms(last_seen)}, " if last_seen else ""
-        click.echo(f"wsconn: {connection_id} went away ({seen}gone by {iso_ms(now)})", err=True)
+        # JSON: the failure object (outcome "gone") that follows is the last line.
 
 
 def curl_command(prepared: Prepared) -> str:
@@ -353,14 +409,18 @@ def _result_fields(result: Result) -> dict[str, object]:
 
 class Trace:
     """-v: how the call was resolved and signed, the request and response, and timings, on
-    stderr, with the signature and the session token redacted."""
+    stderr, with the signature and the session token redacted. With --ids, calls run in
+    parallel: each report is written whole, under a lock, so lines of two calls never mix."""
 
-    def __init__(self, level: int) -> None:
+    def __init__(self, level: int, streams: Streams | None = None) -> None:
         self.level = level
+        self.streams = streams or Streams.from_sys()
         self._token: str | None = None
+        self._lock = threading.Lock()
 
-    def _echo(self, line: str) -> None:
-        click.echo(line, err=True)
+    def _echo(self, *lines: str) -> None:
+        with self._lock:
+            click.echo("\n".join(lines), file=self.streams.stderr)
 
     def _redact(self, text: str) -> str:
         """Signatures, x-amz-security-token lines and the token's value hidden."""
@@ -376,21 +436,22 @@ class Trace:
 
     def signing(self, canonical_request: str, string_to_sign: str) -> None:
         if self.level:
-            self._echo("* canonical request:")
-            for line in canonical_request.splitlines():
-                self._echo(f"*   {self._redact(line)}")
-            self._echo("* string to sign:")
-            for line in string_to_sign.splitlines():
-                self._echo(f"*   {line}")
+            self._echo(
+                "* canonical request:",
+                *(f"*   {self._redact(line)}" for line in canonical_request.splitlines()),
+                "* string to sign:",
+                *(f"*   {line}" for line in string_to_sign.splitlines()),
+            )
 
     def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> None:
         self._token = headers.get("x-amz-security-token") or self._token
-        self._echo(f"> {method} {url}")
+        lines = [f"> {method} {url}"]
         for name, value in headers.items():
             shown = "<redacted>" if name.lower() == "x-amz-security-token" else value
-            self._echo(f"> {name}: {self._redact(shown)}")
+            lines.append(f"> {name}: {self._redact(shown)}")
         if body:
-            self._echo(f"> ({len(body)} bytes of body)")
+            lines.append(f"> ({len(body)} bytes of body)")
+        self._echo(*lines)
 
     def response(
         self,
@@ -400,12 +461,11 @@ class Trace:
         body: bytes,
         timings: Mapping[str, float],
     ) -> None:
-        self._echo(f"< {status} {reason}")
-        for name, value in headers.items():
-            self._echo(f"< {name}: {value}")
+        lines = [f"< {status} {reason}", *(f"< {name}: {value}" for name, value in headers.items())]
         if body:
-            self._echo("< " + self._redact(body[:2000].decode("utf-8", "replace")))
-        self._echo("* time: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in timings.items()))
+            lines.append("< " + self._redact(body[:2000].decode("utf-8", "replace")))
+        lines.append("* time: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in timings.items()))
+        self._echo(*lines)
 
     def retry(self, attempt: int, delay: float, why: str) -> None:
         self._echo(f"* attempt {attempt} failed ({why}); retrying in {delay:.2f}s")
@@ -563,37 +623,67 @@ def _escape(text: str) -> str:
 
 
 class BulkOutput:
-    """Fan-out results: a JSON line or a text line per id on stdout (a rich progress bar
-    instead when stdout is a terminal), a progress bar on a terminal's stderr, and a summary."""
+    """Fan-out results: a JSON line or a text line per id on stdout; on a terminal a progress
+    bar on stderr (and, for `status`, a table of the results at the end); a summary on stderr."""
 
-    def __init__(self, mode: str, success_word: str, total: int | None) -> None:
-        if mode == "auto":
-            mode = "rich" if sys.stdout.isatty() else "text"
-        self.mode = mode
+    TABLE_ROWS = 1000  # a terminal table beyond this says how many more and how to see them
+
+    def __init__(
+        self,
+        mode: str,
+        success_word: str,
+        streams: Streams | None = None,
+        *,
+        quiet: bool = False,
+        verbose: int = 0,
+        table: bool = False,
+    ) -> None:
+        self.streams = streams or Streams.from_sys()
+        self.mode = output_mode(mode, self.streams)
         self.success_word = success_word
-        self.total = total
-        # Not when JSON lines and the bar would share one terminal.
-        self.show_progress = sys.stderr.isatty() and not (mode == "json" and sys.stdout.isatty())
+        self.total: int | None = None
+        self.quiet = quiet
+        # Not when JSON lines and the bar would share one terminal, nor under -v's trace.
+        self.show_progress = (
+            self.streams.stderr_is_terminal
+            and not quiet
+            and not verbose
+            and not (self.mode == "json" and self.streams.stdout_is_terminal)
+        )
+        self._table = table and self.mode == "rich"
+        self._rows: list[tuple[str, ...]] = []
+        self._more_rows = 0
         self._progress: Any = None
         self._task: Any = None
         self._last_refresh = 0.0
 
+    def begin(self, count: Callable[[], int | None]) -> None:
+        if self.show_progress:
+            self.total = count()
+
     def result(self, outcome: Outcome, summary: Summary) -> None:
         if self.mode == "json":
             # ASCII: an undecodable input line (kept as surrogates) must not break the output.
-            sys.stdout.write(json.dumps(outcome.as_json()) + "\n")
-            sys.stdout.flush()
+            self.streams.stdout.write(json.dumps(outcome.as_json()) + "\n")
+            self.streams.stdout.flush()
         elif self.mode == "text":
             status = outcome.http_status if outcome.http_status is not None else "-"
             latency = f"{outcome.latency_ms:.1f}" if outcome.latency_ms is not None else "-"
-            name = outcome.connection_id or outcome.line
-            name = name.encode("utf-8", "backslashreplace").decode("utf-8")
-            sys.stdout.write(
+            name = _printable(outcome.connection_id or outcome.line)
+            self.streams.stdout.write(
                 f"{name}\t{outcome.outcome}\t{status}\t{outcome.attempts}\t{latency}\n"
             )
-            sys.stdout.flush()
+            self.streams.stdout.flush()
+        elif self._table:
+            if len(self._rows) < self.TABLE_ROWS:
+                self._rows.append(_table_row(outcome))
+            else:
+                self._more_rows += 1
         if self.show_progress:
             self._advance(summary)
+
+    def stdout_closed(self) -> None:
+        self.streams.silence_stdout()
 
     def _advance(self, summary: Summary) -> None:
         now = time.monotonic()
@@ -608,44 +698,66 @@ class BulkOutput:
                 TextColumn("[green]{task.fields[ok]} " + self.success_word),
                 TextColumn("[yellow]{task.fields[gone]} gone"),
                 TextColumn("[red]{task.fields[failed]} failed"),
+                TextColumn("{task.fields[skipped]}"),
                 TimeElapsedColumn(),
                 console=self._console(),
                 transient=False,
             )
             self._progress.start()
             self._task = self._progress.add_task(
-                "wsconn", total=self.total, of=self.total or "?", rate=0, ok=0, gone=0, failed=0
+                "wsconn",
+                total=self.total,
+                of=self.total or "?",
+                rate=0,
+                ok=0,
+                gone=0,
+                failed=0,
+                skipped="",
             )
         if now - self._last_refresh < 0.1 and summary.done != self.total:
             return
         self._last_refresh = now
+        # The same counts as the summary line: not attempted is not failed.
         self._progress.update(
             self._task,
             completed=summary.done,
             rate=summary.requests_per_second,
             ok=summary.succeeded,
             gone=summary.gone,
-            failed=summary.failed + summary.not_attempted,
+            failed=summary.failed,
+            skipped=f"{summary.not_attempted} not attempted" if summary.not_attempted else "",
         )
 
     def _console(self) -> Console:
         from rich.console import Console
 
-        return Console(stderr=True)
+        return Console(file=self.streams.stderr)
+
+    def _say(self, text: str) -> None:
+        """A line on stderr; above the progress bar when one is showing (never over it)."""
+        if self._progress is not None:
+            from rich.markup import escape
+
+            self._progress.console.print(escape(text), highlight=False, soft_wrap=True)
+        else:
+            click.echo(text, file=self.streams.stderr)
 
     def stopping(self, again_quits: bool) -> None:
+        if self.quiet:
+            return
         hint = " (Ctrl-C again to quit at once)" if again_quits else ""
-        click.echo(
-            f"wsconn: stopping: no new requests; waiting for those in flight{hint}", err=True
-        )
+        self._say(f"wsconn: stopping: no new requests; waiting for those in flight{hint}")
 
     def note(self, text: str) -> None:
-        click.echo(f"wsconn: {text}", err=True)
+        self._say(f"wsconn: {text}")
 
     def finish(self, summary: Summary) -> None:
         if self._progress is not None:
+            self._last_refresh = 0.0
             self._advance(summary)
             self._progress.stop()
+        if self._table and (self._rows or self._more_rows):
+            self._print_table()
         p50, p99 = summary.percentile(0.5), summary.percentile(0.99)
         latency = f"; p50 {p50} ms, p99 {p99} ms" if p50 is not None else ""
         skipped = f", {summary.not_attempted} not attempted" if summary.not_attempted else ""
@@ -653,5 +765,64 @@ class BulkOutput:
             f"wsconn: {summary.succeeded} {self.success_word}, {summary.gone} gone, "
             f"{summary.failed} failed{skipped} of {summary.done} in {summary.seconds:.2f}s "
             f"({summary.requests_per_second:.0f} requests/s{latency})",
-            err=True,
+            file=self.streams.stderr,
         )
+
+    def _print_table(self) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(show_header=True, header_style="bold", box=None)
+        for column in _TABLE_COLUMNS:
+            table.add_column(column)
+        for row in self._rows:
+            table.add_row(*(escape(cell) for cell in row))
+        console = Console(file=self.streams.stdout)
+        console.print(table)
+        if self._more_rows:
+            console.print(
+                f"... and {self._more_rows} more (all of them: -o text or -o json)", highlight=False
+            )
+
+
+_TABLE_COLUMNS = ("connection id", "outcome", "connected for", "idle", "source IP", "user agent")
+
+
+def _printable(text: str) -> str:
+    """Text with undecodable bytes (kept as surrogates) shown as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _table_row(outcome: Outcome) -> tuple[str, ...]:
+    """One line of `status --ids`'s terminal table."""
+    name = _printable(outcome.connection_id or outcome.line)
+    fields = outcome.fields
+    if not fields:
+        return (name, outcome.outcome, "-", "-", "-", outcome.message or "-")
+    now = datetime.now(timezone.utc)
+    identity = fields.get("identity")
+    source_ip = user_agent = "-"
+    if isinstance(identity, dict):
+        source_ip = str(identity.get("sourceIp") or "-")
+        user_agent = str(identity.get("userAgent") or "-")
+    return (
+        name,
+        outcome.outcome,
+        _since(fields.get("connectedAt"), now),
+        _since(fields.get("lastActiveAt") or fields.get("connectedAt"), now),
+        source_ip,
+        user_agent,
+    )
+
+
+def _since(stamp: object, now: datetime) -> str:
+    if not isinstance(stamp, str):
+        return "-"
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return format_duration((now - moment).total_seconds())

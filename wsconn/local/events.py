@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TextIO
 
-from wsconn.render import iso_ms
+from wsconn.timestamps import iso_ms
 
 Event = dict[str, object]
 EventSink = Callable[[Event], None]

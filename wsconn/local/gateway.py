@@ -61,7 +61,7 @@ from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 from wsconn.local import sigv4
 from wsconn.local.credentials import LocalCredentials, resolve_credentials
 from wsconn.local.events import Event, EventSink, make_event, utc_now
-from wsconn.render import iso_ms
+from wsconn.timestamps import iso_ms
 
 log = logging.getLogger(__name__)
 
