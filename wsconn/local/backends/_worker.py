@@ -194,9 +194,22 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+class _LambdaLogHandler(logging.Handler):
+    """Each record is its own entry (as in CloudWatch), never glued to a partial print line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        for line in text.split("\n"):
+            _send({"log": "stdout", "line": line})
+
+
 def _lambda_logging() -> None:
     """The root logger as Lambda's runtime sets it up: one handler, Lambda's line format."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _LambdaLogHandler()
     formatter = logging.Formatter(
         "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
         "%Y-%m-%dT%H:%M:%S",
@@ -259,12 +272,43 @@ def _import_handler(module_name: str, function_name: str) -> Callable[..., Any] 
     return handler  # type: ignore[no-any-return]
 
 
-def _watch_parent(parent: int) -> None:
-    """Exit when wsconn is gone (even killed), though a handler may be stuck in a loop."""
+def _open_status() -> int | None:
+    try:
+        return os.open("/proc/self/status", os.O_RDONLY)
+    except OSError:
+        return None
+
+
+# VmHWM is this process's peak RSS since exec. (ru_maxrss would not do: Linux carries the peak of
+# the process that spawned us, wsconn's, across exec.) Without /proc the memory size is not enforced.
+_status_fd = _open_status()
+
+
+def _peak_rss_mb() -> float:
+    if _status_fd is None:
+        return 0.0
+    data = os.pread(_status_fd, 8192, 0)
+    start = data.find(b"VmHWM:")
+    if start < 0:
+        return 0.0
+    return int(data[start + 6 : data.index(b"kB", start)]) / 1024
+
+
+def _watchdog(parent: int, memory_mb: int) -> None:
+    """Exit when wsconn is gone (even killed, while a handler loops), and enforce the memory size
+    as Lambda does: past it the process is killed (the parent reports Runtime.OutOfMemory)."""
     while True:
-        time.sleep(1.0)
+        time.sleep(0.1)
         if os.getppid() != parent:
             os._exit(1)
+        _enforce_memory(memory_mb)
+
+
+def _enforce_memory(memory_mb: int) -> None:
+    peak = _peak_rss_mb()
+    if memory_mb and peak > memory_mb:
+        _send({"oom": round(peak)})
+        os.kill(os.getpid(), 9)
 
 
 def _taken_files() -> list[list[object]]:
@@ -298,7 +342,9 @@ def main() -> None:
     os.environ.setdefault(
         "AWS_EXECUTION_ENV", f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}"
     )
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    watchdog = threading.Thread(target=_watchdog, args=(os.getppid(), config["memory_mb"]))
+    watchdog.daemon = True
+    watchdog.start()
     _lambda_logging()
 
     handler = _import_handler(config["module"], config["function"])
@@ -311,6 +357,7 @@ def main() -> None:
     stderr.end_of_invocation()
     _send({"ready": True, "files": _taken_files()})
     arn = config["arn"]
+    memory_mb = config["memory_mb"]
 
     while True:
         line = inp.readline()
@@ -339,6 +386,7 @@ def main() -> None:
             continue
         stdout.end_of_invocation()
         stderr.end_of_invocation()
+        _enforce_memory(memory_mb)  # the watchdog may not have looked since the last allocation
         try:
             if isinstance(result, (bytes, bytearray)):
                 payload = json.dumps(bytes(result).decode("utf-8", "replace"))

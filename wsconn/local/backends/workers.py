@@ -54,15 +54,32 @@ class _WorkerExited(Exception):
     pass
 
 
-def _exit_error(returncode: int | None) -> str:
+# How Lambda's runtime API (in Go) names the signals that end a runtime process.
+_SIGNAL_WORDS: dict[int, str] = {
+    signal.SIGKILL: "killed",
+    signal.SIGSEGV: "segmentation fault",
+    signal.SIGABRT: "aborted",
+    signal.SIGTERM: "terminated",
+    signal.SIGBUS: "bus error",
+    signal.SIGFPE: "floating point exception",
+    signal.SIGILL: "illegal instruction",
+}
+
+
+def _exit_error(returncode: int | None, oom_mb: int | None = None, memory_mb: int = 0) -> str:
     """Lambda's words for a runtime process that died mid-invocation."""
     if returncode is not None and returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"Runtime.ExitError: Runtime exited with error: signal: {name}"
-    return f"Runtime.ExitError: Runtime exited with error: exit status {returncode}"
+        number = -returncode
+        word = _SIGNAL_WORDS.get(number, f"signal {number}")
+        how = f"signal: {word}"
+    else:
+        how = f"exit status {returncode}"
+    if oom_mb is not None:
+        return (
+            f"Runtime.OutOfMemory: Runtime exited with error: {how} "
+            f"(max memory used: {oom_mb} MB of {memory_mb} MB)"
+        )
+    return f"Runtime.ExitError: Runtime exited with error: {how}"
 
 
 def describe_error(error: Mapping[str, Any]) -> str:
@@ -75,8 +92,12 @@ def describe_error(error: Mapping[str, Any]) -> str:
 class _Worker:
     """One worker process: its pipes, the invocation in flight, its log label."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, on_log: LogSink, label: str) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, on_log: LogSink, label: str, memory_mb: int
+    ) -> None:
         self.proc = proc
+        self.memory_mb = memory_mb
+        self.oom_mb: int | None = None
         self.label = label
         self.generation = 0
         self._on_log = on_log
@@ -114,13 +135,15 @@ class _Worker:
             message = json.loads(line)
             if "log" in message:
                 self._on_log(self.label, message["log"], message["line"])
+            elif "oom" in message:
+                self.oom_mb = message["oom"]
             elif "id" in message:
                 if self._pending is not None and not self._pending.done():
                     self._pending.set_result(message)
             elif not self._ready.done():
                 self._ready.set_result(message)
-        returncode = await self.proc.wait()
-        error = _WorkerExited(_exit_error(returncode))
+        await self.proc.wait()
+        error = _WorkerExited(self._exit_error())
         for future in (self._ready, self._pending):
             if future is not None and not future.done():
                 future.set_exception(error)
@@ -130,6 +153,9 @@ class _Worker:
         assert self.proc.stderr is not None
         async for raw in self.proc.stderr:
             self._on_log(self.label, "stderr", raw.decode("utf-8", "replace").rstrip("\r\n"))
+
+    def _exit_error(self) -> str:
+        return _exit_error(self.proc.returncode, self.oom_mb, self.memory_mb)
 
     @property
     def alive(self) -> bool:
@@ -151,7 +177,7 @@ class _Worker:
             task.cancel()
         for future in (self._ready, self._pending):
             if future is not None and not future.done():
-                future.set_exception(_WorkerExited(_exit_error(self.proc.returncode)))
+                future.set_exception(_WorkerExited(self._exit_error()))
             if future is not None and future.done() and not future.cancelled():
                 future.exception()  # retrieved: no "never retrieved" warning
 
@@ -180,6 +206,7 @@ class FunctionPool:
                 "module": function.target.module,
                 "function": function.target.function,
                 "arn": arn,
+                "memory_mb": function.memory_mb,
             }
         )
         self._idle: list[_Worker] = []
@@ -217,7 +244,7 @@ class FunctionPool:
             )
         except OSError as exc:
             raise InitError(f"--python {self._python}: {exc.strerror or exc}") from None
-        worker = _Worker(proc, self._on_log, label)
+        worker = _Worker(proc, self._on_log, label, self.function.memory_mb)
         worker.generation = self._generation
         try:
             first = await worker.ready()
