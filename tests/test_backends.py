@@ -640,6 +640,24 @@ def test_environment_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert "AWS_SECRET_ACCESS_KEY" not in env  # wsconn's own credentials come only via the run env
 
 
+def test_callbacks_to_loopback_bypass_a_configured_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", ".corp.invalid")
+    code_dir = code(tmp_path, "import os\ndef handler(e, c):\n    return dict(os.environ)\n")
+
+    async def scenario() -> dict[str, str]:
+        async with backends() as (live, _):
+            env: dict[str, str] = ok(await live.invoke(python_fn(code_dir), {}, label="r"))
+        return env
+
+    env = run(scenario())
+    assert env["HTTPS_PROXY"] == "http://proxy.corp.invalid:3128"
+    assert env["NO_PROXY"] == ".corp.invalid,127.0.0.1,localhost"
+    assert env["no_proxy"] == "127.0.0.1,localhost"
+
+
 def test_a_virtualenv_with_nothing_installed_runs_handlers(tmp_path: Path) -> None:
     venv = tmp_path / "appvenv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -153,4 +153,17 @@ def handler_environment(
         env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{function.runtime}"
     env.update(run_env)
     env.update(function.env)
+    _bypass_proxy_for_loopback(env)
     return env
+
+
+def _bypass_proxy_for_loopback(env: dict[str, str]) -> None:
+    """With a proxy configured, callbacks to the local gateway must still go straight to it."""
+    if not any(
+        env.get(name) for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+    ):
+        return
+    for name in ("NO_PROXY", "no_proxy"):
+        hosts = [host for host in env.get(name, "").split(",") if host.strip()]
+        hosts += [host for host in ("127.0.0.1", "localhost") if host not in hosts]
+        env[name] = ",".join(hosts)
