@@ -6,8 +6,8 @@ Usage: `.venv/bin/python benchmarks/backend.py [--calls 5000] [--clients 100] [-
 1. Overhead: wsconn.local.backends.Backends invokes a no-op handler (a real worker process) with a
    realistic MESSAGE event, one call at a time, then with 8 callers at once: calls/s and the
    per-call time (the whole round trip: event to JSON, pipe, worker, answer back).
-2. Echo: `wsconn local --port 0 --json --handler echo:handler --two-way '*'` (a handler returning
-   the body) and `wsconn local --port 0 --json` (no backend: each message answers the Forbidden
+2. Echo: `wsconn local --port 0 --json --route echo=echo:handler --two-way echo` (a handler
+   returning the body) and `wsconn local --port 0 --json` (no backend: each message answers the Forbidden
    frame, the gateway's floor), each driven in turn by the same --clients live WebSocket clients
    (in a child process of their own) sending one message, waiting for its answer, and sending the
    next, for --seconds: messages/s, p50/p99 round trip, the gateway's RSS (and its workers').
@@ -23,12 +23,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._common import WSCONN, hermetic_env, require_repo_venv  # noqa: E402
+from _common import WSCONN, hermetic_env, require_repo_venv
 
 NOOP = "def handler(event, context):\n    return None\n"
 ECHO = "def handler(event, context):\n    return {'statusCode': 200, 'body': event['body']}\n"
@@ -90,9 +89,13 @@ async def overhead(calls: int, workdir: Path) -> None:
         concurrent = (calls // 8 * 8) / (time.perf_counter() - start)
     finally:
         await backends.aclose()
-    print(f"== invocation overhead: no-op Python handler, {calls} calls, {len(json.dumps(MESSAGE_EVENT))}-byte event")
-    print(f"  one at a time : {sequential:8.0f} calls/s   per call mean {statistics.mean(times):6.0f} us"
-          f"  p50 {pct(times, 0.5):6.0f} us  p99 {pct(times, 0.99):6.0f} us")
+    print(
+        f"== invocation overhead: no-op Python handler, {calls} calls, {len(json.dumps(MESSAGE_EVENT))}-byte event"
+    )
+    print(
+        f"  one at a time : {sequential:8.0f} calls/s   per call mean {statistics.mean(times):6.0f} us"
+        f"  p50 {pct(times, 0.5):6.0f} us  p99 {pct(times, 0.99):6.0f} us"
+    )
     print(f"  8 callers     : {concurrent:8.0f} calls/s   (a pool of warm workers)")
 
 
@@ -118,9 +121,7 @@ async def client_main(url: str, clients: int, seconds: float, expect: str) -> No
     """Child process: connect CLIENTS, each sends/awaits for SECONDS; print one JSON summary."""
     from websockets.asyncio.client import connect
 
-    sockets = []
-    for i in range(clients):
-        sockets.append(await connect(url, ping_interval=None, max_queue=None))
+    sockets = [await connect(url, ping_interval=None, max_queue=None) for _ in range(clients)]
     print(json.dumps({"ready": clients}), flush=True)
     sys.stdin.readline()  # go
     rtts: list[float] = []
@@ -146,15 +147,30 @@ async def client_main(url: str, clients: int, seconds: float, expect: str) -> No
     elapsed = time.perf_counter() - started
     for ws in sockets:
         await ws.close()
-    print(json.dumps({"count": len(rtts), "elapsed": elapsed, "wrong": wrong,
-                      "p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "count": len(rtts),
+                "elapsed": elapsed,
+                "wrong": wrong,
+                "p50": pct(rtts, 0.5),
+                "p99": pct(rtts, 0.99),
+            }
+        ),
+        flush=True,
+    )
 
 
-def run_gateway(args: list[str], env: dict[str, str], workdir: Path, clients: int, seconds: float,
-                expect: str) -> dict[str, float]:
+def run_gateway(
+    args: list[str], env: dict[str, str], workdir: Path, clients: int, seconds: float, expect: str
+) -> dict[str, float]:
     gateway = subprocess.Popen(
         [str(WSCONN), "local", "--port", "0", "--json", *args],
-        env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert gateway.stdout is not None
@@ -165,14 +181,17 @@ def run_gateway(args: list[str], env: dict[str, str], workdir: Path, clients: in
                 url = event["wsUrl"]
                 break
         if url is None:
-            raise SystemExit(f"the gateway did not start: {gateway.stderr.read() if gateway.stderr else ''}")
+            raise SystemExit(
+                f"the gateway did not start: {gateway.stderr.read() if gateway.stderr else ''}"
+            )
         # Drain the gateway's event lines so it never blocks on a full pipe.
-        import threading
-
-        threading.Thread(target=lambda: [None for _ in gateway.stdout], daemon=True).start()  # type: ignore[union-attr]
+        threading.Thread(target=gateway.stdout.read, daemon=True).start()
         driver = subprocess.Popen(
             [sys.executable, __file__, "--client", url, str(clients), str(seconds), expect],
-            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert driver.stdin is not None and driver.stdout is not None
         json.loads(driver.stdout.readline())
@@ -198,25 +217,41 @@ def run_gateway(args: list[str], env: dict[str, str], workdir: Path, clients: in
 
 
 def echo(clients: int, seconds: float, workdir: Path) -> None:
-    help_text = subprocess.run([str(WSCONN), "local", "--help"], capture_output=True, text=True).stdout
-    if "--handler" not in help_text or "--two-way" not in help_text:
-        print("== echo: skipped (this wsconn local has no --handler/--two-way yet)")
+    help_text = subprocess.run(
+        [str(WSCONN), "local", "--help"], capture_output=True, text=True
+    ).stdout
+    if "--route" not in help_text or "--two-way" not in help_text:
+        print("== echo: skipped (this wsconn local has no --route/--two-way yet)")
         return
     (workdir / "echo.py").write_text(ECHO)
     env = hermetic_env(workdir)
     env["VIRTUAL_ENV"] = str(Path(sys.prefix))
     runs = {
-        "echo (--handler, two-way)": run_gateway(
-            ["--handler", "echo:handler", "--two-way", "*"], env, workdir, clients, seconds, "echo"),
-        "floor (no backend: Forbidden)": run_gateway([], env, workdir, clients, seconds, "forbidden"),
+        "echo (a two-way Python route)": run_gateway(
+            ["--route", "echo=echo:handler", "--two-way", "echo"],
+            env,
+            workdir,
+            clients,
+            seconds,
+            "echo",
+        ),
+        "floor (no backend: Forbidden)": run_gateway(
+            [], env, workdir, clients, seconds, "forbidden"
+        ),
     }
-    print(f"== echo through the gateway: {clients} live clients, {seconds:.0f} s each, one message in flight per client")
-    print(f"  {'':32} {'messages/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'gateway RSS':>12} {'workers RSS':>12} {'wrong':>6}")
+    print(
+        f"== echo through the gateway: {clients} live clients, {seconds:.0f} s each, one message in flight per client"
+    )
+    print(
+        f"  {'':32} {'messages/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'gateway RSS':>12} {'workers RSS':>12} {'wrong':>6}"
+    )
     for name, result in runs.items():
         rate = result["count"] / result["elapsed"]
         workers = f"{result['workers_kb'] / 1024:.0f} MB" if result["workers_kb"] else "-"
-        print(f"  {name:32} {rate:10.0f} {result['p50']:8.2f} {result['p99']:8.2f}"
-              f" {result['rss_kb'] / 1024:9.0f} MB {workers:>12} {result['wrong']:6.0f}")
+        print(
+            f"  {name:32} {rate:10.0f} {result['p50']:8.2f} {result['p99']:8.2f}"
+            f" {result['rss_kb'] / 1024:9.0f} MB {workers:>12} {result['wrong']:6.0f}"
+        )
 
 
 def main() -> None:

@@ -516,6 +516,46 @@ def test_check_refuses_an_interpreter_that_does_not_exist(tmp_path: Path) -> Non
     run(scenario())
 
 
+def test_check_shows_why_an_interpreter_could_not_start(tmp_path: Path) -> None:
+    fake = tmp_path / "python2"
+    fake.write_text("#!/bin/sh\necho 'SyntaxError: invalid syntax' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    function = python_fn(code(tmp_path, COUNTER))
+
+    async def scenario() -> None:
+        async with backends(python=str(fake)) as (live, _):
+            with pytest.raises(ConfigError) as caught:
+                await live.check([function])
+        assert caught.value.format_message() == (
+            f"configuration: app:handler (in {function.code_dir}): --python {fake} exited "
+            "(status 1) before loading the handler: SyntaxError: invalid syntax"
+        )
+
+    run(scenario())
+
+
+def test_a_response_over_lambdas_6_mb_is_an_error(tmp_path: Path) -> None:
+    code_dir = code(
+        tmp_path,
+        """
+        def handler(event, context):
+            return "x" * event["size"]
+        """,
+    )
+    function = python_fn(code_dir)
+
+    async def scenario() -> None:
+        async with backends() as (live, _):
+            big = await live.invoke(function, {"size": 6_300_000}, label="r")
+            assert big.error is not None
+            assert big.error.startswith("Function.ResponseSizeTooLarge: Response payload size")
+            assert (
+                ok(await live.invoke(function, {"size": 6_000_000}, label="r")) == "x" * 6_000_000
+            )
+
+    run(scenario())
+
+
 def test_an_edit_takes_effect_on_the_next_event_without_dropping_one(tmp_path: Path) -> None:
     source = """
         import time

@@ -35,6 +35,9 @@ _out: IO[bytes]
 _code_dir = ""
 _loaded: list[list[object]] = []  # [path, mtime_ns, size] not yet reported
 _request_id = ""
+# Lambda's limits: a synchronous response's size, and a log line (longer ones are cut).
+MAX_RESPONSE = 6291556
+MAX_LOG_LINE = 256 * 1024
 
 
 def _send(message: dict[str, Any]) -> None:
@@ -68,7 +71,7 @@ class _LineStream:
             lines = (self._partial + text).split("\n")
             self._partial = lines.pop()
         for line in lines:
-            _send({"log": self.name, "line": line})
+            _send({"log": self.name, "line": line[:MAX_LOG_LINE]})
         return len(text)
 
     def writelines(self, lines: list[str]) -> None:
@@ -79,7 +82,7 @@ class _LineStream:
         with self._lock:
             partial, self._partial = self._partial, ""
         if partial:
-            _send({"log": self.name, "line": partial})
+            _send({"log": self.name, "line": partial[:MAX_LOG_LINE]})
 
     def flush(self) -> None:
         pass
@@ -204,7 +207,7 @@ class _LambdaLogHandler(logging.Handler):
             self.handleError(record)
             return
         for line in text.split("\n"):
-            _send({"log": "stdout", "line": line})
+            _send({"log": "stdout", "line": line[:MAX_LOG_LINE]})
 
 
 def _lambda_logging() -> None:
@@ -398,6 +401,15 @@ def main() -> None:
             error = {
                 "errorMessage": f"Unable to marshal response: {exc}",
                 "errorType": "Runtime.MarshalError",
+                "stackTrace": [],
+            }
+            _send({"id": _request_id, "error": error, "files": _taken_files()})
+            continue
+        if len(payload) > MAX_RESPONSE:
+            error = {
+                "errorMessage": f"Response payload size ({len(payload)} bytes) exceeded maximum "
+                f"allowed payload size ({MAX_RESPONSE} bytes).",
+                "errorType": "Function.ResponseSizeTooLarge",
                 "stackTrace": [],
             }
             _send({"id": _request_id, "error": error, "files": _taken_files()})

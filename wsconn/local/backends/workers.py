@@ -98,6 +98,8 @@ class _Worker:
         self.proc = proc
         self.memory_mb = memory_mb
         self.oom_mb: int | None = None
+        self.last_stderr = ""
+        self.on_killed: Callable[[_Worker], None] = lambda worker: None
         self.label = label
         self.generation = 0
         self._on_log = on_log
@@ -128,11 +130,16 @@ class _Worker:
         while True:
             try:
                 line = await stdout.readline()
-            except ValueError:  # a line over the limit: the answer cannot be read
-                line = b""
+            except ValueError:  # a line over the limit (the worker caps its own): stop it
+                self._stop_now()
+                break
             if not line:
                 break
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:  # not ours (e.g. a sitecustomize that prints): pass it on
+                self._on_log(self.label, "stdout", line.decode("utf-8", "replace").rstrip("\r\n"))
+                continue
             if "log" in message:
                 self._on_log(self.label, message["log"], message["line"])
             elif "oom" in message:
@@ -151,8 +158,17 @@ class _Worker:
     async def _read_stderr(self) -> None:
         # Raw fd-level output (C extensions, child processes, a crash's own message).
         assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            self._on_log(self.label, "stderr", raw.decode("utf-8", "replace").rstrip("\r\n"))
+        stderr = self.proc.stderr
+        while True:
+            try:
+                raw = await stderr.readline()
+            except ValueError:  # a line over the limit was dropped; keep reading
+                continue
+            if not raw:
+                return
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.last_stderr = line or self.last_stderr
+            self._on_log(self.label, "stderr", line)
 
     def _exit_error(self) -> str:
         return _exit_error(self.proc.returncode, self.oom_mb, self.memory_mb)
@@ -161,15 +177,19 @@ class _Worker:
     def alive(self) -> bool:
         return self.proc.returncode is None
 
-    async def kill(self) -> None:
-        """Kill the worker and anything it started (its own process group)."""
+    def _stop_now(self) -> None:
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 if hasattr(os, "killpg"):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 else:  # pragma: no cover (Windows)
                     self.proc.kill()
+
+    async def kill(self) -> None:
+        """Kill the worker and anything it started (its own process group)."""
+        self._stop_now()
         await self.proc.wait()
+        self.on_killed(self)
         for task in self._tasks:
             # Let the readers drain what the worker wrote before dying, then stop them.
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -211,6 +231,7 @@ class FunctionPool:
         )
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
+        self._alive: set[_Worker] = set()  # every worker started and not yet killed
         self._starting = 0
         self._waiters: deque[asyncio.Future[_Worker]] = deque()
         self._generation = 0
@@ -245,13 +266,17 @@ class FunctionPool:
         except OSError as exc:
             raise InitError(f"--python {self._python}: {exc.strerror or exc}") from None
         worker = _Worker(proc, self._on_log, label, self.function.memory_mb)
+        self._alive.add(worker)
+        worker.on_killed = self._alive.discard
         worker.generation = self._generation
         try:
             first = await worker.ready()
-        except _WorkerExited as exc:
+        except _WorkerExited:
             await worker.kill()
+            code = worker.proc.returncode
+            said = f": {worker.last_stderr}" if worker.last_stderr else ""
             raise InitError(
-                f"the handler's interpreter ({self._python}) exited before loading it: {exc}"
+                f"--python {self._python} exited (status {code}) before loading the handler{said}"
             ) from None
         except BaseException:
             await worker.kill()
@@ -299,6 +324,7 @@ class FunctionPool:
             worker = self._idle.pop()
             if worker.alive:
                 return worker
+            self._background(worker.kill())  # died while idle (e.g. a thread of its own exited)
         if len(self._busy) + self._starting < MAX_WORKERS:
             self._starting += 1
             try:
@@ -307,7 +333,14 @@ class FunctionPool:
                 self._starting -= 1
         waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        return await waiter
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Timed out just as a worker was handed over: give it back rather than lose it.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._busy.discard(waiter.result())
+                self._release(waiter.result())
+            raise
 
     def _release(self, worker: _Worker) -> None:
         if self._closed or not worker.alive or worker.generation != self._generation:
@@ -371,6 +404,7 @@ class FunctionPool:
                 self._wake_one()
             return Outcome(None, f"Task timed out after {timeout:.2f} seconds", timed_out=True)
         except InitError as exc:
+            self._wake_one()  # the slot it would have taken is free again
             return Outcome(None, str(exc))
         except _WorkerExited as exc:
             assert worker is not None
@@ -394,7 +428,7 @@ class FunctionPool:
     async def close(self) -> None:
         """Kill every worker of this function."""
         self._closed = True
-        workers = [*self._idle, *self._busy]
+        workers = [*self._alive]
         self._idle = []
         self._busy = set()
         for waiter in self._waiters:
