@@ -77,7 +77,7 @@ class Gateway:
                     self.endpoint, self.ws_url = event["endpoint"], event["wsUrl"]
                 elif name == "connect":
                     self.clients[event["connectionId"]] = int(event["query"]["client"])
-                elif name in ("post", "denied"):
+                elif name in ("post", "gone", "denied"):
                     self.statuses[int(event["status"])] += 1
                 elif name in ("disconnect", "error"):
                     self.other[name] += 1

@@ -7,6 +7,7 @@ clears every AWS_* variable and points the config files at empty temp files.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,15 @@ from click.testing import CliRunner
 FAKE_ACCESS_KEY = "AKIAWSCONNTEST000001"
 FAKE_SECRET_KEY = "wsconnTESTsecret/DoNotLeak+0123456789abcd"
 FAKE_SESSION_TOKEN = "wsconnTESTsessionTokenDoNotLeak//0123456789=="
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test will Ctrl-C: SIGINT back to its default in the child.
+
+    A shell starts a background job (``pytest &``, some CI runners) with SIGINT ignored, and
+    children inherit that: without this, Ctrl-C tests would fail however right the code is.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)

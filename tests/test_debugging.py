@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, FAKE_SESSION_TOKEN, Run
+from tests.conftest import (
+    FAKE_ACCESS_KEY,
+    FAKE_SECRET_KEY,
+    FAKE_SESSION_TOKEN,
+    Run,
+    default_sigint,
+)
 from tests.test_commands import client, received
 from wsconn.local.credentials import LocalCredentials
 from wsconn.local.gateway import GatewayConfig, GatewayThread
@@ -114,7 +120,7 @@ def test_dry_run_with_ids_prints_one_request_per_id(
     assert run.code == 0
     curls = [line for line in run.stdout.splitlines() if line.startswith("curl ")]
     assert len(curls) == 2 and "/@connections/a%3D" in curls[0] and "/@connections/b%3D" in curls[1]
-    assert not [e for e in gateway.events if e["event"] in {"post", "denied"}]
+    assert not [e for e in gateway.events if e["event"] in {"post", "gone", "denied"}]
 
 
 def test_config_shows_every_setting_and_its_source(
@@ -209,6 +215,7 @@ def test_watch_highlights_activity_changes(wsconn: Wsconn, gateway: Any) -> None
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=os.environ.copy(),
+            preexec_fn=default_sigint,
         )  # fmt: skip
         assert process.stdout is not None
         first = json.loads(process.stdout.readline())

@@ -184,8 +184,12 @@ def test_unknown_id_is_gone_with_an_empty_body(
     assert raw.body == b""
     assert raw.headers["x-amzn-ErrorType"] == "GoneException"
     assert raw.headers["x-amzn-RequestId"]
-    denied = events.wait_for("denied", status=410)
-    assert set(denied) == {"event", "time", "method", "path", "status", "errorType", "reason"}
+    gone = events.wait_for("gone", method="GET")
+    assert gone["connectionId"] == "R0oXAdfD0kwCH6w=" and gone["status"] == 410
+    assert set(gone) == {
+        "event", "time", "method", "path", "connectionId", "status", "errorType", "reason"
+    }  # fmt: skip
+    assert not events.named("denied")  # a connection that is not there was not refused
 
 
 def test_wrong_stage_is_forbidden(gateway: GatewayThread) -> None:
@@ -734,3 +738,17 @@ def test_without_credentials_a_local_pair_is_generated(
         )
         assert local.get_connection(ConnectionId=connection_id)["Identity"]["SourceIp"]
     assert gateway.credentials.secret_key not in json.dumps(events.all)
+
+
+def test_importing_wsconn_local_imports_neither_click_nor_rich() -> None:
+    """The gateway is a library (the pytest plugin, other tools): its terminal lives in console.py."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import wsconn.local, wsconn.local.gateway, wsconn.local.events, wsconn.local.sigv4\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'click', 'rich'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert done.stdout.decode().strip() == "[]"

@@ -614,7 +614,10 @@ def config(ctx: click.Context, /, connection: str | None, check: bool, **values:
         raise problems[0]
 
 
-@cli.command(epilog=EXIT_EPILOG)
+@cli.command(
+    epilog="Exit status: 0 once stopped by Ctrl-C or SIGTERM (every client closed with 1001); "
+    "2 for a usage error; 8 if it cannot listen, read the TLS files or import the local extra."
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -737,10 +740,15 @@ def local(
 
     \b
     Examples:
-      wsconn local --port 8080 --stage dev
+      wsconn local --port 8080 --stage dev --region us-east-1
       wsconn local --json --idle-timeout 5 | tee events.jsonl
-      WSCONN_ENDPOINT=http://127.0.0.1:8080/dev wsconn send "$ID" hi
       wsconn local --fault-rate 0.2 --fault-status 429,503 --retry-after 1   # test retries
+
+    \b
+    Then, in the shell that runs a client (the banner prints these lines for the gateway
+    it started, with the keys to export when it generated them):
+      export WSCONN_ENDPOINT=http://127.0.0.1:8080/dev AWS_REGION=us-east-1
+      wsconn send "$ID" hi   # ID: a connection id from a connect event
     """
     _local_extra().run_local(
         host=host,
@@ -777,7 +785,10 @@ def _status_list(text: str) -> tuple[int, ...]:
     return statuses
 
 
-@cli.command(epilog=EXIT_EPILOG)
+@cli.command(
+    epilog="Exit status: 0 when every step did what it shows; 1 if one did not (a bug: please "
+    "report it); 8 without the local extra."
+)
 def demo() -> None:
     """Walk through send, status and disconnect against a local gateway: no AWS account needed.
 

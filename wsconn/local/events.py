@@ -10,7 +10,10 @@ carries the secret key or the session token.
 - ``get``: connectionId, status
 - ``disconnect``: connectionId, code, reason, by ("client"|"api"|"idle-timeout"|"max-duration"|
   "gateway"|"protocol")
-- ``denied``: method, path (raw request target), status, errorType, reason (a short why)
+- ``gone``: method, path (raw request target), connectionId, status (410), errorType, reason
+  (a management request for a connection that is not open: closed, never existed, or dropped)
+- ``denied``: method, path (raw request target), status, errorType, reason (a short why): every
+  other refusal (403, 400, 413, and injected faults)
 - ``error``: method, path, error (an unexpected failure answered with 500; the server keeps running)
 """
 
@@ -18,18 +21,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import TextIO
 
-from wsconn.timestamps import iso_ms
+from wsconn.timestamps import iso_ms, utc_now
 
 Event = dict[str, object]
 EventSink = Callable[[Event], None]
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
 
 
 def make_event(name: str, **fields: object) -> Event:

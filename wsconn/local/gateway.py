@@ -29,8 +29,8 @@ whereas AWS limits frames: a documented deviation); permessage-deflate is not of
 (``connectedAt`` until then), and the idle timer restarts on the same events. Idle timeout and
 maximum duration close the client with 1001 ``Going Away``; so does shutting the gateway down.
 A client that stops reading cannot hold anything forever: once its socket buffers are full, a POST
-to it (or its close handshake) waits at most 5 s, then the connection is aborted (disconnect 1006
-``client not reading``) and the POST answers 410.
+to it (or its close handshake) waits at most ``send_timeout`` (``close_timeout``), 5 s by default,
+then the connection is aborted (disconnect 1006 ``client not reading``) and the POST answers 410.
 WebSocket upgrades are not authenticated (as an API whose ``$connect`` route has no authoriser).
 Pings are answered by aiohttp.
 """
@@ -60,8 +60,8 @@ from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from wsconn.local import sigv4
 from wsconn.local.credentials import LocalCredentials, resolve_credentials
-from wsconn.local.events import Event, EventSink, make_event, utc_now
-from wsconn.timestamps import iso_ms
+from wsconn.local.events import Event, EventSink, make_event
+from wsconn.timestamps import iso_ms, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,6 @@ DISCARD_LIMIT = 64 * 1024 * 1024
 # Who the local gateway says it is, in the ARNs of AccessDeniedException.
 LOCAL_ACCOUNT = "123456789012"
 LOCAL_API_ID = "local"
-# How long a close handshake (and a DELETE waiting for it) may take.
-CLOSE_TIMEOUT = 5.0
-# How long a POST may wait for a client to take its message (its socket buffers full) before the
-# gateway drops that client as not reading; a close handshake is bounded the same way.
-SEND_TIMEOUT = 5.0
 NOT_READING = "client not reading"
 GOING_AWAY = "Going Away"
 BINARY_REFUSED = "Binary frames are not supported"
@@ -121,6 +116,11 @@ class GatewayConfig:
     tls: ssl.SSLContext | None = None  # serve https and wss instead of http and ws
     deny_methods: tuple[str, ...] = ()  # as if IAM denied execute-api:ManageConnections
     expired_token: bool = False  # the trusted session token is reported expired
+    # How long a POST may wait for a client to take its message (its socket buffers full) before
+    # the gateway drops that client as not reading.
+    send_timeout: float = 5.0
+    # How long a close handshake (and a DELETE or shutdown waiting for it) may take.
+    close_timeout: float = 5.0
 
 
 @dataclass(eq=False)
@@ -160,6 +160,12 @@ class _Refusal:
     close_connection: bool = False
     headers: tuple[tuple[str, str], ...] = ()
     message_key: str = "message"  # AccessDeniedException says "Message"
+    connection_id: str | None = None  # a 410's: the connection that is gone
+
+
+def _gone(connection_id: str, reason: str) -> _Refused:
+    """410 GoneException with an empty body: not a refusal, the connection is not there."""
+    return _Refused(_Refusal(410, "GoneException", None, reason, connection_id=connection_id))
 
 
 class _Refused(Exception):
@@ -310,7 +316,8 @@ class LocalGateway:
         if sessions:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(
-                    asyncio.gather(*(conn.done.wait() for conn in sessions)), CLOSE_TIMEOUT + 1
+                    asyncio.gather(*(conn.done.wait() for conn in sessions)),
+                    self.config.close_timeout + 1,
                 )
         if self._runner is not None:
             runner, self._runner = self._runner, None
@@ -359,14 +366,25 @@ class LocalGateway:
             )
 
     def _deny(self, request: web.Request, refusal: _Refusal) -> web.Response:
-        self._emit(
-            "denied",
-            method=request.method,
-            path=request.raw_path,
-            status=refusal.status,
-            errorType=refusal.error_type,
-            reason=refusal.reason,
-        )
+        if refusal.connection_id is not None:
+            self._emit(
+                "gone",
+                method=request.method,
+                path=request.raw_path,
+                connectionId=refusal.connection_id,
+                status=refusal.status,
+                errorType=refusal.error_type,
+                reason=refusal.reason,
+            )
+        else:
+            self._emit(
+                "denied",
+                method=request.method,
+                path=request.raw_path,
+                status=refusal.status,
+                errorType=refusal.error_type,
+                reason=refusal.reason,
+            )
         payload: dict[str, object] | None = None
         if refusal.message is not None:
             payload = {refusal.message_key: refusal.message}
@@ -399,7 +417,7 @@ class LocalGateway:
             raise _too_large(f"body of {size} bytes")
         conn = self._open.get(connection_id)
         if conn is None:
-            raise _Refused(_Refusal(410, "GoneException", None, "no open connection with this id"))
+            raise _gone(connection_id, "no open connection with this id")
         if request.method == "POST":
             return await self._post(request, conn, body)
         if request.method == "GET":
@@ -508,12 +526,10 @@ class LocalGateway:
             if conn.ws.closed:
                 raise ConnectionResetError("closed")
             send = conn.ws.send_str(text) if text is not None else conn.ws.send_bytes(body)
-            if not await self._bounded(conn, send, SEND_TIMEOUT) or conn.dropped:
+            if not await self._bounded(conn, send, self.config.send_timeout) or conn.dropped:
                 raise ConnectionResetError(NOT_READING)
         except (ConnectionError, RuntimeError):
-            raise _Refused(
-                _Refusal(410, "GoneException", None, "connection closed during delivery")
-            ) from None
+            raise _gone(conn.connection_id, "connection closed during delivery") from None
         conn.touch()
         self._emit(
             "post",
@@ -539,7 +555,7 @@ class LocalGateway:
         self._request_close(conn, 1000, "", "api")
         # Answer once the client has been told, so a following GET/POST sees it gone.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(conn.done.wait(), CLOSE_TIMEOUT + 1)
+            await asyncio.wait_for(conn.done.wait(), self.config.close_timeout + 1)
         return _response(204)
 
     # -- WebSocket clients -----------------------------------------------------------------
@@ -550,7 +566,7 @@ class LocalGateway:
             max_msg_size=MAX_MESSAGE_BYTES + 1,
             compress=False,
             autoping=True,
-            timeout=CLOSE_TIMEOUT,
+            timeout=self.config.close_timeout,
         )
 
     def _unique_id(self) -> str:
@@ -620,7 +636,7 @@ class LocalGateway:
         self._open.pop(conn.connection_id, None)
         conn.outcome = (code, reason, by)
         await self._bounded(
-            conn, conn.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT + 1
+            conn, conn.ws.close(code=code, message=reason.encode()), self.config.close_timeout + 1
         )
 
     async def _bounded(self, conn: _Connection, write: Awaitable[object], timeout: float) -> bool:
@@ -642,7 +658,7 @@ class LocalGateway:
             task.result()
             return True
         self._drop(conn)
-        await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+        await asyncio.wait({task}, timeout=self.config.close_timeout)
         if task.done():
             if not task.cancelled():
                 task.exception()  # retrieved: an error after the drop says nothing new

@@ -7,18 +7,27 @@ import logging
 import os
 import queue
 import shlex
+import signal
 import ssl
 import subprocess
 import sys
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
 from wsconn.errors import ConfigError, InternalError, UsageError
-from wsconn.local.credentials import GENERATED_SOURCE, generate_credentials, resolve_credentials
+from wsconn.local.console import DemoPrinter, EventPrinter
+from wsconn.local.credentials import (
+    GENERATED_SOURCE,
+    LocalCredentials,
+    generate_credentials,
+    resolve_credentials,
+)
 from wsconn.local.gateway import GatewayConfig, GatewayThread, serve
-from wsconn.render import DemoPrinter, EventPrinter, printf_escape
+from wsconn.render import printf_escape
 
 
 def run_local(
@@ -42,7 +51,7 @@ def run_local(
     tls_cert: str | None = None,
     tls_key: str | None = None,
 ) -> None:
-    """Serve until Ctrl-C (then every client is closed with 1001 and this returns)."""
+    """Serve until Ctrl-C or SIGTERM (then every client is closed with 1001 and this returns)."""
     from wsconn.auth import AwsConfig
 
     region = region or AwsConfig(profile).configured_region() or "us-east-1"
@@ -68,7 +77,7 @@ def run_local(
         tls=tls,
     )
     _quiet_logs()
-    printer = EventPrinter(json_lines=json_events)
+    printer = EventPrinter(json_events, *_client_setup(source, credentials, profile, tls_cert))
     if not auth:
         printer.warn(
             "signature checking is OFF (--no-auth): every request is accepted, signed or not"
@@ -78,12 +87,81 @@ def run_local(
             f"injecting faults: {fault_rate:.0%} of management requests answer "
             + "/".join(str(status) for status in fault_statuses)
         )
-    if auth and source == GENERATED_SOURCE:
-        printer.generated_credentials(credentials.access_key, credentials.secret_key, region)
     try:
-        asyncio.run(serve(config, printer))
+        asyncio.run(_until_stopped(serve(config, printer)))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _client_setup(
+    source: str, credentials: LocalCredentials, profile: str | None, tls_cert: str | None
+) -> tuple[list[tuple[str, str]], str]:
+    """What the banner tells a client's shell to set besides the endpoint and region, and a note.
+
+    The generated pair is printed (it is good for this gateway only); a user's own secret never is.
+    """
+    client_env: list[tuple[str, str]] = []
+    if source == GENERATED_SOURCE:
+        client_env = [
+            ("AWS_ACCESS_KEY_ID", credentials.access_key),
+            ("AWS_SECRET_ACCESS_KEY", credentials.secret_key),
+        ]
+        note = (
+            "\n  # no AWS credentials were found: it trusts this generated key pair, good for "
+            "this gateway only"
+        )
+    elif profile:
+        client_env = [("AWS_PROFILE", profile)]
+        note = ""
+    else:
+        note = f"\n  # with the AWS credentials this shell has ({source}): the gateway trusts them"
+    if tls_cert:
+        note += (
+            f"\n  # https with {tls_cert}: if its CA is not trusted by default, "
+            "also export AWS_CA_BUNDLE=/path/to/ca.pem"
+        )
+    return client_env, note
+
+
+async def _until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` until Ctrl-C or SIGTERM cancels it; a second Ctrl-C interrupts at once.
+
+    asyncio.run() turns Ctrl-C into a cancellation of the main task only from Python 3.11; on 3.10
+    KeyboardInterrupt escapes the loop, the clients' sessions are cancelled mid-close (1006) and
+    the command exits 130. Handling the signals here behaves the same on every version. A signal
+    the parent ignores (SIGINT in a shell's background job) stays ignored.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main)
+    handled: list[int] = []
+
+    def stop(signum: int) -> None:
+        task.cancel()
+        if signum == signal.SIGINT:
+            _restore(loop, signum)  # the next Ctrl-C raises KeyboardInterrupt (exit 130)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            continue  # ignored by whoever started us: leave it so
+        try:
+            loop.add_signal_handler(signum, stop, signum)
+        except NotImplementedError:  # Windows: no add_signal_handler
+            signal.signal(signum, lambda sig, _frame: loop.call_soon_threadsafe(stop, sig))
+        handled.append(signum)
+    try:
+        await task
+    finally:
+        for handled_signum in handled:
+            _restore(loop, handled_signum)
+
+
+def _restore(loop: asyncio.AbstractEventLoop, signum: int) -> None:
+    """Put back the signal's Python default (KeyboardInterrupt for SIGINT)."""
+    try:
+        loop.remove_signal_handler(signum)
+    except NotImplementedError:
+        default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        signal.signal(signum, default)
 
 
 def _quiet_logs() -> None:
