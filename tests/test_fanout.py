@@ -21,7 +21,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import Run, run_wsconn
+from tests.conftest import Run, default_sigint, run_wsconn
 from wsconn.local.gateway import GatewayConfig, GatewayThread
 
 Wsconn = Callable[..., Run]
@@ -76,6 +76,7 @@ def wsconn_process(*args: str, **options: Any) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=os.environ.copy(),
+        preexec_fn=default_sigint,
         **options,
     )
 

@@ -35,7 +35,7 @@ from botocore.credentials import Credentials
 from websockets.asyncio.client import connect as async_connect
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, run_wsconn
+from tests.conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, default_sigint, run_wsconn
 from tests.gateway_util import (
     WAIT,
     EventLog,
@@ -57,9 +57,14 @@ def events() -> EventLog:
     return EventLog()
 
 
+# For the tests that wait out a client that does not read: the gateway's bounds, shortened.
+IMPATIENT = {"send_timeout": 1.0, "close_timeout": 1.0}
+
+
 @pytest.fixture
-def gateway(events: EventLog) -> Iterator[GatewayThread]:
-    with running_gateway(events) as gw:
+def gateway(events: EventLog, request: pytest.FixtureRequest) -> Iterator[GatewayThread]:
+    """A gateway; ``@pytest.mark.parametrize("gateway", [settings], indirect=True)`` configures it."""
+    with running_gateway(events, **getattr(request, "param", {})) as gw:
         yield gw
 
 
@@ -178,16 +183,19 @@ def assert_still_serving(gateway: GatewayThread, events: EventLog, bystander: By
 
 
 def wait_until_stalled(events: EventLog, poster: threading.Thread) -> None:
-    """Wait until POSTs stop completing while ``poster`` still runs (a POST is held)."""
+    """Wait until POSTs stop completing while ``poster`` still runs (a POST is held).
+
+    Each 128 KiB POST to a reading socket completes in milliseconds; 0.3 s without one means held.
+    """
     deadline = time.monotonic() + 2 * WAIT
     seen, since = -1, time.monotonic()
     while poster.is_alive() and time.monotonic() < deadline:
         count = len(events.named("post"))
         if count != seen:
             seen, since = count, time.monotonic()
-        elif time.monotonic() - since > 1.0:
+        elif time.monotonic() - since > 0.3:
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 class Poster(threading.Thread):
@@ -503,6 +511,7 @@ def test_resets_during_websocket_handshakes_leave_nothing_behind(
     assert len(cast(Any, gateway)._gateway._sessions) == 1
 
 
+@pytest.mark.parametrize("gateway", [IMPATIENT], ids=["impatient"], indirect=True)
 def test_a_post_to_a_client_that_does_not_read_is_bounded(
     gateway: GatewayThread, events: EventLog, bystander: Bystander
 ) -> None:
@@ -529,7 +538,7 @@ def test_a_post_to_a_client_that_does_not_read_is_bounded(
 
 
 def test_the_gateway_stops_while_a_client_does_not_read(events: EventLog) -> None:
-    with running_gateway(events) as gateway:
+    with running_gateway(events, **IMPATIENT) as gateway:
         victim, connection_id = raw_websocket(gateway, events, "not-reading", rcvbuf=4096)
         with victim:
             poster = Poster(gateway, connection_id)
@@ -611,6 +620,7 @@ def test_the_wsconn_local_process_survives_the_abuse_mix() -> None:
         [sys.executable, "-m", "wsconn", "local", "--port", "0", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
     events = EventLog()
     stderr: list[bytes] = []

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import Run, run_wsconn
+from tests.conftest import Run, default_sigint, run_wsconn
 from tests.scripted_server import Step, scripted
 
 Wsconn = Callable[..., Run]
@@ -67,12 +68,29 @@ def test_throttled_then_accepted_succeeds(wsconn: Wsconn) -> None:
         assert len(server.requests) == 2 and '"attempts": 2' in run.stdout
 
 
-def test_retry_after_is_honoured(wsconn: Wsconn) -> None:
-    wait = Step(429, {"Retry-After": "1"}, b"")
+def _client_with_a_clock(endpoint: str, retries: int) -> tuple[Any, list[float]]:
+    """wsconn's client for ``endpoint`` whose waits between attempts are recorded, not slept."""
+    from tests.conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
+    from wsconn.auth import Credentials, Signer
+    from wsconn.client import ManagementClient
+    from wsconn.endpoint import parse_endpoint
+
+    waits: list[float] = []
+    client = ManagementClient(
+        parse_endpoint(endpoint, "--endpoint"),
+        Signer(Credentials(FAKE_ACCESS_KEY, FAKE_SECRET_KEY, None, "test"), "us-east-1"),
+        retries=retries,
+        sleep=waits.append,
+    )
+    return client, waits
+
+
+def test_retry_after_is_honoured() -> None:
+    wait = Step(429, {"Retry-After": "3"}, b"")
     with scripted(wait, Step(200)) as server:
-        started = time.monotonic()
-        assert wsconn("send", "--endpoint", server.endpoint, "id=", "x").code == 0
-        assert time.monotonic() - started >= 1.0
+        client, waits = _client_with_a_clock(server.endpoint, retries=3)
+        assert client.post_to_connection("id=", b"x").attempts == 2
+    assert waits == [3.0]  # the back-off alone would be at most 0.25 s
 
 
 def test_exit_10_server_error_after_retries(wsconn: Wsconn) -> None:
@@ -126,6 +144,7 @@ def test_exit_130_on_ctrl_c_without_traceback(tmp_path: object) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=os.environ.copy(),
+            preexec_fn=default_sigint,
         )
         deadline = time.monotonic() + 20
         while not server.requests and time.monotonic() < deadline:
@@ -187,13 +206,16 @@ def test_missing_ca_bundle_is_a_config_error(wsconn: Wsconn, tmp_path: Path) -> 
 
 
 def test_a_long_retry_after_is_capped() -> None:
-    """Retry-After: 30 would make 3 retries take 90 s; the cap keeps a throttled call short."""
+    """Retry-After: 30 would make 3 retries take 90 s; each wait is capped at 8 s (README)."""
+    from wsconn.errors import Throttled
+
     wait = Step(429, {"Retry-After": "30", "x-amzn-ErrorType": "LimitExceededException"})
     with scripted(wait) as server:
-        started = time.monotonic()
-        run = run_wsconn("send", "--endpoint", server.endpoint, "--retries", "1", "id=", "x")
-        assert run.code == 5
-        assert time.monotonic() - started < 20  # one capped wait (8 s), not 30 s
+        client, waits = _client_with_a_clock(server.endpoint, retries=3)
+        with pytest.raises(Throttled):
+            client.post_to_connection("id=", b"x")
+        assert len(server.requests) == 4
+    assert waits == [8.0, 8.0, 8.0]
 
 
 @pytest.mark.parametrize(

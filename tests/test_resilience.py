@@ -20,7 +20,7 @@ import pytest
 import trustme
 from websockets.sync.client import connect
 
-from tests.conftest import run_wsconn
+from tests.conftest import default_sigint, run_wsconn
 from tests.scripted_server import Step, scripted
 from tests.test_fanout import clients
 
@@ -45,6 +45,7 @@ def local_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, **(env or {})},
+        preexec_fn=default_sigint,
     )
     try:
         assert process.stdout is not None

@@ -10,7 +10,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -133,8 +133,10 @@ class ManagementClient:
         connections: int = 1,
         pacer: Pacer | None = None,
         region_source: str = "--region",
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.endpoint = endpoint
+        self._sleep = sleep  # a single call's wait between attempts (a test passes its own clock)
         self.pacer = pacer
         self.region_source = region_source
         self.signer = signer
@@ -252,7 +254,7 @@ class ManagementClient:
             if self.tracer:
                 self.tracer.retry(attempt, delay, why)
             if pacer is None:
-                time.sleep(delay)
+                self._sleep(delay)
             elif isinstance(final, Throttled):
                 pacer.throttled(delay)  # the whole run slows down, not only this id
             else:
