@@ -238,7 +238,10 @@ def test_gateway_restart_in_the_middle_of_a_fan_out(tmp_path: Path) -> None:
             first = [fan.stdout.readline() for _ in range(20)]
             gw.kill()  # the gateway dies with the run in flight
             gw.wait()
-        with local_process(*args):
+        with local_process(*args) as (again, _):
+            # Its events must be read, or a full pipe (64 KiB) would stall the gateway.
+            assert again.stdout is not None
+            threading.Thread(target=again.stdout.read, daemon=True).start()
             rest = fan.stdout.read()
             fan.wait(timeout=120)
     finally:
