@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import click
-
-from wsconn.render import silence_stdout
+from wsconn.streams import Streams
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -122,9 +119,11 @@ class EventPrinter:
         json_lines: bool,
         client_env: Sequence[tuple[str, str]] = (),
         banner_note: str = "",
+        streams: Streams | None = None,
     ) -> None:
+        self.streams = streams or Streams.from_sys()
         self.json_lines = json_lines
-        self.rich = not json_lines and sys.stdout.isatty()
+        self.rich = not json_lines and self.streams.stdout_is_terminal
         self.client_env = tuple(client_env)
         self.banner_note = banner_note
         self.stdout_gone = False
@@ -143,9 +142,10 @@ class EventPrinter:
                 self._stdout_failed(exc)
 
     def _print(self, event: Mapping[str, object]) -> None:
+        out = self.streams.stdout
         if self.json_lines:
-            sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+            out.write(json.dumps(event, ensure_ascii=False) + "\n")
+            out.flush()
             return
         label, line = describe(event)
         clock = str(event.get("time", ""))[11:23]
@@ -157,14 +157,14 @@ class EventPrinter:
                 f"[dim]{clock}[/] [{style}]{label:<10}[/] {escape(line)}", highlight=False
             )
         else:
-            sys.stdout.write(f"{clock} {label:<10} {line}\n")
-            sys.stdout.flush()
+            out.write(f"{clock} {label:<10} {line}\n")
+            out.flush()
 
     def _banner(self, event: Mapping[str, object]) -> None:
         lines = client_setup(
             str(event.get("endpoint")), str(event.get("region")), self.client_env, self.banner_note
         )
-        click.echo("\n".join(lines), err=True)
+        self._stderr("\n".join(lines))
 
     def _stdout_failed(self, exc: OSError) -> None:
         """Once: say why events stop showing, and point stdout at /dev/null for good."""
@@ -174,11 +174,10 @@ class EventPrinter:
             if isinstance(exc, (BrokenPipeError, ConnectionResetError))
             else f"it cannot be written ({exc.strerror or exc})"
         )
-        silence_stdout()
-        click.echo(
+        self.streams.silence_stdout()
+        self._stderr(
             f"wsconn local: events are no longer written to standard output ({why}); "
-            "still serving (Ctrl-C stops)",
-            err=True,
+            "still serving (Ctrl-C stops)"
         )
 
     def _stdout(self) -> Console:
@@ -190,26 +189,32 @@ class EventPrinter:
                     # rich would exit the process; the gateway must keep serving.
                     raise BrokenPipeError
 
-            self._console = EventConsole()
+            self._console = EventConsole(file=self.streams.stdout)
         return self._console
 
+    def _stderr(self, text: str) -> None:
+        self.streams.stderr.write(text + "\n")
+        self.streams.stderr.flush()
+
     def warn(self, text: str) -> None:
-        click.echo(f"wsconn local: WARNING: {text}", err=True)
+        self._stderr(f"wsconn local: WARNING: {text}")
 
 
 class DemoPrinter:
     """`wsconn demo`'s narration: rich on a terminal, plain text otherwise."""
 
-    def __init__(self) -> None:
-        self.rich = sys.stdout.isatty()
+    def __init__(self, streams: Streams | None = None) -> None:
+        self.streams = streams or Streams.from_sys()
+        self.rich = self.streams.stdout_is_terminal
 
     def _print(self, markup: str, plain: str) -> None:
         if self.rich:
             from rich.console import Console
 
-            Console().print(markup, highlight=False)
+            Console(file=self.streams.stdout).print(markup, highlight=False)
         else:
-            click.echo(plain)
+            self.streams.stdout.write(plain + "\n")
+            self.streams.stdout.flush()
 
     def title(self, text: str) -> None:
         self._print(f"[bold]{_escape(text)}[/]", text)
