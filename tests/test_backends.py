@@ -737,6 +737,26 @@ def test_a_virtualenv_with_nothing_installed_runs_handlers(tmp_path: Path) -> No
     assert answer == {"greeting": "from the app venv", "prefix": str(venv), "third_party": []}
 
 
+def test_the_worker_script_is_python_38_and_stdlib_only() -> None:
+    # It runs under the app's interpreter, which may be older than wsconn's and has nothing else.
+    import ast
+
+    from wsconn.local.backends.workers import WORKER_SCRIPT
+
+    tree = ast.parse(WORKER_SCRIPT.read_text(), feature_version=(3, 8))
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 0
+    }
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
 # --- lambda: targets and the Invoke API --------------------------------------------------------
 
 

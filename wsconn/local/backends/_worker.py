@@ -323,6 +323,7 @@ def _taken_files() -> list[list[object]]:
 def main() -> None:
     global _out, _code_dir, _request_id
     config = json.loads(sys.argv[1])
+    del sys.argv[1:]  # the handler sees a plain argv, as under Lambda's bootstrap
     _code_dir = os.path.abspath(config["code_dir"])
     # This script's own folder (wsconn's package) must not shadow anything: the code dir replaces it.
     sys.path[0] = _code_dir
