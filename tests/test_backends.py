@@ -446,10 +446,12 @@ def test_invocations_beyond_the_pool_wait_for_a_free_worker(tmp_path: Path) -> N
 
     async def scenario() -> None:
         async with backends() as (live, _):
-            results = await asyncio.gather(
-                *(live.invoke(function, {}, label="r") for _ in range(MAX_WORKERS * 2))
-            )
-        pids = {ok(result) for result in results}
+            pids = set()
+            for _round in range(3):  # the first starts the workers, the next ones reuse them
+                results = await asyncio.gather(
+                    *(live.invoke(function, {}, label="r") for _ in range(MAX_WORKERS * 2))
+                )
+                pids |= {ok(result) for result in results}
         assert len(pids) == MAX_WORKERS
 
     run(scenario())

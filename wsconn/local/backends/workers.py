@@ -320,17 +320,21 @@ class FunctionPool:
         self._release(worker)
 
     async def _acquire(self, label: str) -> _Worker:
+        """A worker, already counted busy (so concurrent callers see the pool's true size)."""
         while self._idle:
             worker = self._idle.pop()
             if worker.alive:
+                self._busy.add(worker)
                 return worker
             self._background(worker.kill())  # died while idle (e.g. a thread of its own exited)
         if len(self._busy) + self._starting < MAX_WORKERS:
             self._starting += 1
             try:
-                return await self._spawn(label)
+                worker = await self._spawn(label)
             finally:
                 self._starting -= 1
+            self._busy.add(worker)
+            return worker
         waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -389,7 +393,6 @@ class FunctionPool:
         worker: _Worker | None = None
         try:
             worker = await asyncio.wait_for(self._acquire(label), timeout)
-            self._busy.add(worker)
             worker.label = label
             deadline_ms = int(time.time() * 1000 + (deadline - time.monotonic()) * 1000)
             request = (
