@@ -457,6 +457,26 @@ def test_invocations_beyond_the_pool_wait_for_a_free_worker(tmp_path: Path) -> N
     run(scenario())
 
 
+def test_a_cancelled_invocation_frees_its_worker(tmp_path: Path) -> None:
+    code_dir = code(tmp_path, CRASHES)
+    function = python_fn(code_dir, timeout=30)
+
+    async def scenario() -> None:
+        async with backends() as (live, _):
+            stuck = [
+                asyncio.ensure_future(live.invoke(function, {"do": "sleeps"}, label="r"))
+                for _ in range(MAX_WORKERS)
+            ]
+            await asyncio.sleep(0.5)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+            # Every slot of the pool is free again: this does not wait 60 s for a sleeper.
+            assert ok(await live.invoke(function, {"do": "count"}, label="r")) == 1
+
+    run(scenario())
+
+
 def test_check_refuses_what_cannot_load_in_one_line(tmp_path: Path) -> None:
     code_dir = code(tmp_path, "import json\nvalue = 1 / 0\n", module="broken")
     code(tmp_path, "import not_installed_anywhere\n", module="needs")

@@ -114,15 +114,17 @@ class _Worker:
         """The worker's first message: ``ready`` (with its files) or ``init_error``."""
         return await self._ready
 
-    async def call(self, request: bytes) -> dict[str, Any]:
+    def call(self, request: bytes) -> asyncio.Future[dict[str, Any]]:
+        """Send one request line; the future of its answer (failed if the worker exits first).
+
+        Not awaited for the write: the pipe's transport buffers what the pipe cannot take yet.
+        """
         assert self.proc.stdin is not None
-        self._pending = asyncio.get_running_loop().create_future()
-        try:
-            self.proc.stdin.write(request)
-            await self.proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the reader sees the exit and fails the pending answer
-        return await self._pending
+        pending: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending = pending
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.proc.stdin.write(request)  # a broken pipe: the reader sees the exit
+        return pending
 
     async def _read_protocol(self) -> None:
         assert self.proc.stdout is not None
@@ -319,14 +321,21 @@ class FunctionPool:
             self._starting -= 1
         self._release(worker)
 
-    async def _acquire(self, label: str) -> _Worker:
-        """A worker, already counted busy (so concurrent callers see the pool's true size)."""
+    def _take_idle(self) -> _Worker | None:
+        """The most recently used idle worker, now counted busy; None if none is idle."""
         while self._idle:
             worker = self._idle.pop()
             if worker.alive:
                 self._busy.add(worker)
                 return worker
             self._background(worker.kill())  # died while idle (e.g. a thread of its own exited)
+        return None
+
+    async def _acquire(self, label: str) -> _Worker:
+        """A worker, already counted busy (so concurrent callers see the pool's true size)."""
+        worker = self._take_idle()
+        if worker is not None:
+            return worker
         if len(self._busy) + self._starting < MAX_WORKERS:
             self._starting += 1
             try:
@@ -390,16 +399,24 @@ class FunctionPool:
         timeout = self.function.timeout
         deadline = time.monotonic() + timeout
         self._reload_if_changed()
+        deadline_ms = int(time.time() * 1000 + timeout * 1000)
+        request = (
+            json.dumps({"id": request_id, "deadline": deadline_ms, "event": event}).encode() + b"\n"
+        )
         worker: _Worker | None = None
         try:
-            worker = await asyncio.wait_for(self._acquire(label), timeout)
+            worker = self._take_idle()
+            if worker is None:
+                worker = await asyncio.wait_for(self._acquire(label), timeout)
             worker.label = label
-            deadline_ms = int(time.time() * 1000 + (deadline - time.monotonic()) * 1000)
-            request = (
-                json.dumps({"id": request_id, "deadline": deadline_ms, "event": event}).encode()
-                + b"\n"
-            )
             answer = await asyncio.wait_for(worker.call(request), deadline - time.monotonic())
+        except asyncio.CancelledError:
+            # The caller gave up (e.g. the gateway is stopping): this worker's state is unknown.
+            if worker is not None:
+                self._busy.discard(worker)
+                self._background(worker.kill())
+                self._wake_one()
+            raise
         except asyncio.TimeoutError:
             if worker is not None:
                 self._busy.discard(worker)
