@@ -720,6 +720,27 @@ def test_callbacks_to_loopback_bypass_a_configured_proxy(
     assert env["no_proxy"] == "127.0.0.1,localhost"
 
 
+def test_a_runtime_other_than_the_interpreters_is_pointed_out_once(tmp_path: Path) -> None:
+    this = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    code_dir = code(tmp_path, COUNTER)
+
+    async def scenario(runtime: str) -> list[LogLine]:
+        async with backends() as (live, logs):
+            function = python_fn(code_dir, runtime=runtime)
+            await live.check([function])
+            await live.invoke(function, {}, label="r")
+        return [line for line in logs if line[1] == "stderr"]
+
+    assert run(scenario(this)) == []
+    assert run(scenario("python3.7")) == [
+        (
+            "handler",
+            "stderr",
+            f"wsconn: handler is python3.7 on AWS, here it runs on {this} ({default_python()})",
+        )
+    ]
+
+
 def test_a_virtualenv_with_nothing_installed_runs_handlers(tmp_path: Path) -> None:
     venv = tmp_path / "appvenv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

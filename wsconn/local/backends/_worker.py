@@ -359,7 +359,8 @@ def main() -> None:
         return
     stdout.end_of_invocation()
     stderr.end_of_invocation()
-    _send({"ready": True, "files": _taken_files()})
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    _send({"ready": True, "files": _taken_files(), "runtime": version})
     arn = config["arn"]
     memory_mb = config["memory_mb"]
 

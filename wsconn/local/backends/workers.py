@@ -239,6 +239,7 @@ class FunctionPool:
         self._generation = 0
         self._files: dict[str, tuple[int, int]] = {}
         self._closed = False
+        self._warned = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
@@ -287,6 +288,15 @@ class FunctionPool:
             await worker.kill()
             raise InitError(describe_error(first["init_error"]))
         self._track(first.get("files", ()))
+        runtime = self.function.runtime
+        if runtime and first.get("runtime") != runtime and not self._warned:
+            self._warned = True
+            self._on_log(
+                label,
+                "stderr",
+                f"wsconn: {self.function.name} is {runtime} on AWS, here it runs on "
+                f"{first.get('runtime')} ({self._python})",
+            )
         return worker
 
     def _track(self, files: Any) -> None:
