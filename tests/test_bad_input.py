@@ -95,6 +95,14 @@ CASES = [
     Case("--retries 99", ["send", "--endpoint", "{ep}", "--retries", "99", ID, "m"], USAGE, "--retries"),
     Case("-o yaml", ["status", "--endpoint", "{ep}", "-o", "yaml", ID], USAGE, "'yaml' is not one of"),
     Case("unknown option", ["send", "--endpont", "{ep}", ID, "m"], USAGE, "No such option"),
+    Case("--region contradicting the host", ["send", "--dry-run", "--endpoint", "https://abc123.execute-api.us-east-1.amazonaws.com/prod", "--region", "eu-west-1", ID, "m"], USAGE, "--region eu-west-1 contradicts the endpoint's host abc123.execute-api.us-east-1.amazonaws.com, which is in us-east-1"),
+    Case("--region contradicting a connection URL", ["status", "--dry-run", "--region", "eu-west-1", f"https://abc123.execute-api.us-east-1.amazonaws.com/prod/@connections/{ID}"], USAGE, "contradicts"),
+    Case("--stage '' (an unquoted $default)", ["send", "--api-id", "abc123", "--stage", "", ID, "m"], USAGE, "--stage is empty: an unquoted $default is expanded by the shell to nothing; quote it: --stage '$default'"),
+    Case("--ids FILE and a message", ["send", "--endpoint", "{ep}", "--ids", "{tmp}/ids.txt", "hi"], USAGE, "with --ids, the message goes in -d: --ids {tmp}/ids.txt -d hi"),
+    Case("an endpoint URL as CONNECTION", ["send", "{ep}", ID, "hi"], USAGE, "is an endpoint, not a connection: pass it with --endpoint"),
+    Case("a wss endpoint as CONNECTION", ["status", "wss://abc123.execute-api.us-east-1.amazonaws.com/prod", ID], USAGE, "is an endpoint, not a connection: pass it with --endpoint"),
+    Case("--interval without --watch", ["status", "--endpoint", "{ep}", "--interval", "5", ID], USAGE, "--interval goes with --watch"),
+    Case("-q and -v", ["send", "--endpoint", "{ep}", "-q", "-v", ID, "m"], USAGE, "-q/--quiet and -v/--verbose contradict"),
     Case("--watch with --ids", ["status", "--endpoint", "{ep}", "--watch", "--ids", "{tmp}/ids.txt"], USAGE, "--watch follows one connection"),
     Case("missing --ids file", ["status", "--endpoint", "{ep}", "--ids", "{tmp}/nope.txt"], CONFIG, "cannot read --ids"),
     Case("unwritable --gone-out", ["status", "--endpoint", "{ep}", "--ids", "{tmp}/ids.txt", "--gone-out", "{tmp}/no/such/dir/g.txt"], CONFIG, "cannot write"),
@@ -136,7 +144,7 @@ def test_bad_input(
     args = [a.replace("{ep}", recorder.endpoint).replace("{tmp}", str(tmp_path)) for a in case.args]
     run = run_wsconn(*args, input=case.stdin)
     assert run.code == case.code, run.stderr
-    assert case.words in run.stderr, run.stderr
+    assert case.words.replace("{tmp}", str(tmp_path)) in run.stderr, run.stderr
     assert run.stderr.startswith("wsconn: ") and run.stderr.count("\n") == 1, run.stderr
     assert "Traceback" not in run.stderr
     assert recorder.requests == []  # nothing was sent

@@ -207,6 +207,27 @@ def test_watch_follows_until_gone_and_exits_3(wsconn: Wsconn) -> None:
     assert why and "three things" not in run.stderr and "disconnected" in why[0]
 
 
+def test_watch_on_an_id_that_never_answered_says_so(gateway: Any, wsconn: Wsconn) -> None:
+    run = wsconn("status", "--watch", "--endpoint", gateway.endpoint, "AAAAAAAAAAAAAAA=")
+    assert run.code == 3
+    first = run.stderr.splitlines()[0]
+    assert "never seen connected" in first and "went away" not in run.stderr
+    assert "three things" in run.stderr  # then the three meanings of a 410 do apply
+    assert run.stdout == ""  # no poll ever showed it connected
+
+
+def test_watch_text_ends_with_a_gone_line(wsconn: Wsconn) -> None:
+    events: list[dict[str, object]] = []
+    with GatewayThread(GatewayConfig(port=0, idle_timeout=1.0), on_event=events.append) as gw:
+        gw.events = events  # type: ignore[attr-defined]
+        with client(gw) as (_ws, cid):
+            run = wsconn("status", "--watch", "--interval", "0.2", "--endpoint", gw.endpoint, cid)
+    assert run.code == 3
+    *polls, last = run.stdout.splitlines()
+    assert polls and all(" connected " in line for line in polls)
+    assert "  gone (last seen connected at " in last
+
+
 def test_watch_highlights_activity_changes(wsconn: Wsconn, gateway: Any) -> None:
     with client(gateway) as (ws, cid):
         process = subprocess.Popen(

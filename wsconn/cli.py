@@ -435,7 +435,7 @@ def _run_bulk(ctx: click.Context, opts: Options, bulk: Bulk, operation: Operatio
 
 SEND_HELP = """Send MESSAGE to one connection (POST @connections/{id}).
 
-    CONNECTION is a connection id or a whole connection URL. The message is MESSAGE, -d TEXT,
+    CONNECTION is a connection id or a whole connection URL. The message is MESSAGE, -d MESSAGE,
     -d @FILE, -d @-, or standard input when piped: exactly those bytes, at most {MAX_PAYLOAD}.
 
     \b
@@ -453,9 +453,9 @@ SEND_HELP = """Send MESSAGE to one connection (POST @connections/{id}).
 @click.option(
     "-d",
     "--data",
-    metavar="TEXT|@FILE|@-",
+    metavar="MESSAGE|@FILE|@-",
     shell_complete=data_value,
-    help="The message: TEXT, @FILE (bytes as they are), or @- for stdin.",
+    help="The message itself, @FILE (its bytes as they are), or @- for stdin.",
 )
 @bulk_options
 @shared_options
@@ -481,7 +481,7 @@ def send(
     bulk = _bulk(values, connection)
     if bulk is not None:
         if data is None or message is not None:
-            raise UsageError("with --ids, give the message with -d TEXT or -d @FILE")
+            raise UsageError("with --ids, give the message with -d MESSAGE or -d @FILE")
         if data == "@-" and bulk.ids == "-":
             raise UsageError("standard input cannot hold both the ids and the message")
     try:
@@ -618,15 +618,24 @@ def config(ctx: click.Context, /, connection: str | None, check: bool, **values:
     epilog="Exit status: 0 once stopped by Ctrl-C or SIGTERM (every client closed with 1001); "
     "2 for a usage error; 8 if it cannot listen, read the TLS files or import the local extra."
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDRESS",
+    help="Address to listen on.",
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=8080,
     show_default=True,
+    metavar="PORT",
     help="0 = any free port.",
 )
-@click.option("--stage", "local_stage", default="dev", show_default=True, help="Stage name.")
+@click.option(
+    "--stage", "local_stage", default="dev", show_default=True, metavar="NAME", help="Stage name."
+)
 @click.option(
     "--region",
     "local_region",

@@ -270,6 +270,9 @@ def _status_panel(
     )
 
 
+_COUNTDOWNS = ("idle timeout in", "2-hour limit in")  # meaningless once it is gone
+
+
 class Watch:
     """`status --watch`: one JSON or text line per poll, or a live rich panel on a terminal.
 
@@ -341,14 +344,11 @@ class Watch:
         if self.mode == "text" and last_seen is not None:
             self.output._echo(f"{now}  gone (last seen connected at {iso_ms(last_seen)})")
         elif self.mode == "rich" and self._live is not None:
-            seen = f"last seen connected at {iso_ms(last_seen)}, " if last_seen else ""
-            panel = _status_panel(
-                connection_id,
-                [(name, value) for name, value in self._last_rows if name != "idle timeout in"
-                 and name != "2-hour limit in"],
-                note=f"{seen}gone by {now}",
-                state="[bold red]gone[/]",
-            )  # fmt: skip
+            rows = [row for row in self._last_rows if row[0] not in _COUNTDOWNS]
+            if last_seen is not None:
+                rows.append(("last seen", iso_ms(last_seen)))
+            rows.append(("gone by", now))
+            panel = _status_panel(connection_id, rows, state="[bold red]gone[/]")
             self._live.update(panel, refresh=True)
             self._live.stop()
             self._live = None
@@ -622,10 +622,11 @@ class BulkOutput:
         from rich.table import Table
 
         table = Table(show_header=True, header_style="bold", box=None)
-        for column in _TABLE_COLUMNS:
+        notes = any(row[-1] for row in self._rows)  # a why column only when something failed
+        for column in _TABLE_COLUMNS if notes else _TABLE_COLUMNS[:-1]:
             table.add_column(column)
         for row in self._rows:
-            table.add_row(*(escape(cell) for cell in row))
+            table.add_row(*(escape(cell) for cell in (row if notes else row[:-1])))
         console = Console(file=self.streams.stdout)
         console.print(table)
         if self._more_rows:
@@ -634,7 +635,15 @@ class BulkOutput:
             )
 
 
-_TABLE_COLUMNS = ("connection id", "outcome", "connected for", "idle", "source IP", "user agent")
+_TABLE_COLUMNS = (
+    "connection id",
+    "outcome",
+    "connected for",
+    "idle",
+    "source IP",
+    "user agent",
+    "why",
+)
 
 
 def _printable(text: str) -> str:
@@ -647,7 +656,8 @@ def _table_row(outcome: Outcome) -> tuple[str, ...]:
     name = _printable(outcome.connection_id or outcome.line)
     fields = outcome.fields
     if not fields:
-        return (name, outcome.outcome, "-", "-", "-", outcome.message or "-")
+        note = "" if outcome.outcome in ("gone", "not-attempted") else outcome.message or ""
+        return (name, outcome.outcome, "-", "-", "-", "-", note)
     now = datetime.now(timezone.utc)
     identity = fields.get("identity")
     source_ip = user_agent = "-"
@@ -661,6 +671,7 @@ def _table_row(outcome: Outcome) -> tuple[str, ...]:
         _since(fields.get("lastActiveAt") or fields.get("connectedAt"), now),
         source_ip,
         user_agent,
+        "",
     )
 
 

@@ -58,6 +58,7 @@ from urllib.parse import unquote
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
+from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION, MAX_PAYLOAD
 from wsconn.local import sigv4
 from wsconn.local.credentials import LocalCredentials, resolve_credentials
 from wsconn.local.events import Event, EventSink, make_event
@@ -65,7 +66,7 @@ from wsconn.timestamps import iso_ms, utc_now
 
 log = logging.getLogger(__name__)
 
-MAX_POST_BYTES = 131072
+MAX_POST_BYTES = MAX_PAYLOAD
 MAX_MESSAGE_BYTES = 32768
 # Bodies up to this are hashed, so an oversize one still gets its signature checked first.
 HARD_BODY_LIMIT = 1024 * 1024
@@ -98,8 +99,8 @@ class GatewayConfig:
     port: int = 8080  # 0 = pick a free port
     stage: str = "dev"
     region: str = "us-east-1"
-    idle_timeout: float = 600.0  # seconds
-    max_duration: float = 7200.0  # seconds
+    idle_timeout: float = IDLE_TIMEOUT  # seconds
+    max_duration: float = MAX_DURATION  # seconds
     auth: bool = True  # False = --no-auth
     credentials: LocalCredentials | None = None  # None = resolve via the botocore chain
     id_factory: Callable[[], str] | None = None  # None = random ids; real-shaped either way
