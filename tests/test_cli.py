@@ -195,30 +195,20 @@ def test_help_metavars_say_what_a_value_is(wsconn: Wsconn, command: str) -> None
 # -- the house ------------------------------------------------------------------------------
 
 
-# The local gateway's console printers decide for themselves (they leave for wsconn/local/).
-_LOCAL_CONSOLE = {"EventPrinter", "DemoPrinter"}
-
-
 def _calls_to(name: str, path: Path) -> list[int]:
-    """Lines of the management side of a module that use attribute `name`."""
-    found: list[int] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.ClassDef) and node.name in _LOCAL_CONSOLE:
-            return
-        if isinstance(node, ast.Attribute) and node.attr == name:
-            found.append(node.lineno)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text()))
-    return found
+    """Lines of a module that use attribute `name`."""
+    tree = ast.parse(path.read_text())
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr == name
+    ]
 
 
 def test_one_place_decides_what_is_a_terminal() -> None:
     found = {
         str(path.relative_to(ROOT)): lines
-        for path in sorted((ROOT / "wsconn").glob("*.py"))
+        for path in sorted((ROOT / "wsconn").rglob("*.py"))
         if (lines := _calls_to("isatty", path))
     }
     assert set(found) == {"wsconn/streams.py"}, found

@@ -32,11 +32,6 @@ if TYPE_CHECKING:
 _SIGNATURE = re.compile(r"(Signature=)[0-9a-fA-F]+")
 
 
-def silence_stdout() -> None:
-    """Point stdout at /dev/null: its reader is gone, and Python's exit flush must not fail."""
-    Streams.from_sys().silence_stdout()
-
-
 def output_mode(mode: str, streams: Streams) -> str:
     """auto: rich when stdout is a terminal, else text; text and json as they are."""
     if mode == "auto":
