@@ -366,7 +366,7 @@ def test_a_crashing_or_hanging_handler_costs_that_invocation_only(
     other = python_fn(code_dir, "other", timeout=timeout)
 
     async def scenario() -> None:
-        async with backends() as (live, _):
+        async with backends() as (live, logs):
             await live.check([function, other])
             assert ok(await live.invoke(function, {"do": "count"}, label="r")) == 1
             assert ok(await live.invoke(other, {}, label="o")) == 1
@@ -377,6 +377,9 @@ def test_a_crashing_or_hanging_handler_costs_that_invocation_only(
             assert ok(await live.invoke(function, {"do": "count"}, label="r")) == 1
             # ... and another function's warm worker never noticed.
             assert ok(await live.invoke(other, {}, label="o")) == 2
+        if action == "segfaults":  # the crash says where it happened
+            assert ("r", "stderr", "Fatal Python error: Segmentation fault") in logs
+            assert any(line.endswith(" in segfaults") and "app.py" in line for _, _, line in logs)
 
     run(scenario())
 

@@ -18,6 +18,7 @@ sys.stdout / sys.stderr are line streams that go over the protocol, in order wit
 from __future__ import annotations
 
 import decimal
+import faulthandler
 import importlib
 import importlib.machinery
 import json
@@ -350,6 +351,7 @@ def main() -> None:
     watchdog.daemon = True
     watchdog.start()
     _lambda_logging()
+    faulthandler.enable(file=2)  # a crash says where: the Python stack on the stderr pipe
 
     handler = _import_handler(config["module"], config["function"])
     if isinstance(handler, dict):
