@@ -218,3 +218,33 @@ def test_every_example_runs_as_shown(
         args.append("--dry-run")
     run = run_wsconn(*args, input=b"R0oXAdfD0kwCH6w=\n")
     assert run.code == 0, (where, run.stderr)
+
+
+def test_every_command_wsconn_demo_shows_runs_with_what_it_says_to_export(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shlex
+
+    from tests.conftest import run_wsconn
+
+    done = subprocess.run(
+        [sys.executable, "-m", "wsconn", "demo"], capture_output=True, timeout=120, check=True
+    )
+    text = done.stdout.decode()
+    export = re.search(r"export (AWS_ACCESS_KEY_ID=\S+ AWS_SECRET_ACCESS_KEY=\S+ AWS_\S+)", text)
+    assert export is not None, text
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for assignment in shlex.split(export.group(1)):
+        name, value = assignment.split("=", 1)
+        monkeypatch.setenv(name, value)
+    commands = [
+        command
+        for line in text.splitlines()
+        if line.startswith("$ ")
+        for command in _invocations(line[2:])
+    ]
+    assert len(commands) >= 4
+    for command in commands:
+        run = run_wsconn(*command[1:], "--dry-run", input=b"x")  # the gateway is gone: sign only
+        assert run.code == 0, (command, run.stderr)

@@ -30,6 +30,7 @@ from wsconn.endpoint import (
     resolve_target,
 )
 from wsconn.errors import ConfigError, ConnectionGone, UsageError, WsconnError
+from wsconn.timestamps import iso_ms
 
 if TYPE_CHECKING:
     from wsconn.client import ConnectionInfo, ManagementClient, Pacer, Prepared, Result, Tracer
@@ -449,8 +450,6 @@ def _went_away(
     gone: ConnectionGone, connection_id: str, last_seen: datetime | None, view: WatchView
 ) -> ConnectionGone:
     """The 410 that ends a watch, said as what was seen: it went away, or it never answered."""
-    from wsconn.timestamps import iso_ms
-
     now = datetime.now(timezone.utc)
     label = f"{gone.http_status} {gone.error_type or 'Gone'}"
     error: ConnectionGone
@@ -543,7 +542,6 @@ def fan_out(
     operation: Operation[R],
     out: Renderer,
     *,
-    stdin: object = None,
     tracer: TraceSink | None = None,
 ) -> FanOutResult:
     """One operation over every line of --ids; every line gets exactly one result in `out`."""

@@ -135,10 +135,12 @@ class Output:
         from rich.table import Table
 
         table = Table(box=None, show_header=True, header_style="bold")
-        for column in ("setting", "value", "source"):
-            table.add_column(column)
-        for label, value, source in shown:
-            table.add_row(label, escape(value) if value else "[red]not set[/]", escape(source))
+        table.add_column("setting", no_wrap=True)
+        table.add_column("value", overflow="fold")  # a URL folds; it is never cut short
+        table.add_column("source", overflow="fold")
+        for row, (label, value, source) in zip([r for r in rows if r.label], shown, strict=True):
+            missing = "[red]not resolved[/]" if row.problem else "[dim]-[/]"
+            table.add_row(label, escape(value) if value else missing, escape(source))
         self._stdout().print(table)
 
     def dry_run(self, prepared: Prepared, settings: Mapping[str, str | None]) -> None:
@@ -404,7 +406,7 @@ def _result_fields(result: Result) -> dict[str, object]:
 class Trace:
     """-v: how the call was resolved and signed, the request and response, and timings, on
     stderr, with the signature and the session token redacted. With --ids, calls run in
-    parallel: each report is written whole, under a lock, so lines of two calls never mix."""
+    parallel: each block (request, signing, response) is written whole, under a lock."""
 
     def __init__(self, level: int, streams: Streams | None = None) -> None:
         self.level = level

@@ -262,6 +262,11 @@ def run_demo() -> None:
         except queue.Empty:
             raise InternalError("the demo's WebSocket client could not connect") from None
         out.note(f"A WebSocket client connected; its connection id is {connection_id}")
+        out.note(
+            "The commands below run with a throwaway key pair this gateway trusts; to paste them "
+            f"while it runs: export AWS_ACCESS_KEY_ID={credentials.access_key} "
+            f"AWS_SECRET_ACCESS_KEY={credentials.secret_key} AWS_DEFAULT_REGION=us-east-1"
+        )
 
         def wsconn(*args: str, expect: int, stdin: bytes | None = None) -> None:
             shown = "wsconn " + " ".join(shlex.quote(a) for a in args)
