@@ -30,6 +30,7 @@ from wsconn.endpoint import (
     resolve_target,
 )
 from wsconn.errors import ConfigError, ConnectionGone, UsageError, WsconnError
+from wsconn.limits import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from wsconn.timestamps import iso_ms
 
 if TYPE_CHECKING:
@@ -38,9 +39,6 @@ if TYPE_CHECKING:
 
 R = TypeVar("R", "Result", "ConnectionInfo")
 
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_RETRIES = 3
-DEFAULT_CONCURRENCY = 16
 # What `wsconn config` resolves the endpoint with when no CONNECTION is given: any id will do.
 _ANY_ID = "CONNECTION_ID"
 

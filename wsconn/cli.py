@@ -18,7 +18,15 @@ import click
 from wsconn import __version__
 from wsconn.completion import data_value, profile_names
 from wsconn.errors import ConfigError, ExitCode, UsageError, WsconnError, exit_code_table
-from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION, MAX_PAYLOAD
+from wsconn.limits import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_INTERVAL,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    IDLE_TIMEOUT,
+    MAX_DURATION,
+    MAX_PAYLOAD,
+)
 from wsconn.streams import Streams
 
 if TYPE_CHECKING:
@@ -52,8 +60,8 @@ class Options(NamedTuple):
     region: str | None = None
     profile: str | None = None
     output: str = "auto"
-    timeout: float = 10.0
-    retries: int = 3
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
     ca_bundle: str | None = None
     verbose: int = 0
     quiet: bool = False
@@ -152,7 +160,7 @@ _SHARED_OPTIONS: list[tuple[Callable[[F], F], bool]] = [
             "--timeout",
             type=click.FloatRange(min=0, min_open=True),
             metavar="SECONDS",
-            help="Connect and read timeout per attempt [default: 10].",
+            help=f"Connect and read timeout per attempt [default: {DEFAULT_TIMEOUT:g}].",
         ),
         True,
     ),
@@ -161,7 +169,7 @@ _SHARED_OPTIONS: list[tuple[Callable[[F], F], bool]] = [
             "--retries",
             type=click.IntRange(min=0, max=10),
             metavar="N",
-            help="Retries for 429, 5xx and connection errors [default: 3].",
+            help=f"Retries for 429, 5xx and connection errors [default: {DEFAULT_RETRIES}].",
         ),
         True,
     ),
@@ -285,7 +293,7 @@ _BULK_OPTIONS = [
         "--concurrency",
         type=click.IntRange(1, 256),
         metavar="N",
-        help="With --ids: requests in flight [default: 16].",
+        help=f"With --ids: requests in flight [default: {DEFAULT_CONCURRENCY}].",
     ),
     click.option(
         "--rate",
@@ -319,7 +327,7 @@ def bulk_options(command: F) -> F:
 
 def _bulk(values: dict[str, Any], connection: str | None) -> Bulk | None:
     """The fan-out options, or None for a single call; usage errors for a mix of the two."""
-    from wsconn.calls import DEFAULT_CONCURRENCY, Bulk
+    from wsconn.calls import Bulk
 
     ids = values.get("ids")
     extra = [
@@ -505,7 +513,7 @@ def send(
     "--interval",
     type=click.FloatRange(min=0.1),
     metavar="SECONDS",
-    help="With --watch: time between polls [default: 2].",
+    help=f"With --watch: time between polls [default: {DEFAULT_INTERVAL:g}].",
 )
 @bulk_options
 @shared_options
@@ -543,7 +551,11 @@ def status(
         try:
             with out.watch() as view:
                 calls.watch(
-                    opts.settings(), connection or "", interval or 2.0, view, tracer=out.tracer()
+                    opts.settings(),
+                    connection or "",
+                    interval or DEFAULT_INTERVAL,
+                    view,
+                    tracer=out.tracer(),
                 )
         except WsconnError as error:
             out.failed(error)

@@ -1,4 +1,5 @@
-"""The service's limits, and how a duration reads: written once, used by the CLI and the gateway.
+"""The service's limits, wsconn's defaults, and how a duration reads: each written once, used by
+the CLI, the call pipeline and the gateway.
 
 Standard library only: `wsconn.local` imports this without pulling in click or rich.
 """
@@ -8,6 +9,11 @@ from __future__ import annotations
 MAX_PAYLOAD = 131072  # bytes: the most one PostToConnection may carry (128 KiB)
 IDLE_TIMEOUT = 600.0  # seconds: the service closes a connection after 10 idle minutes
 MAX_DURATION = 7200.0  # seconds: ... and any connection after 2 hours
+
+DEFAULT_TIMEOUT = 10.0  # seconds: --timeout, connect and each read
+DEFAULT_RETRIES = 3  # --retries
+DEFAULT_CONCURRENCY = 16  # -j with --ids
+DEFAULT_INTERVAL = 2.0  # seconds between polls of `status --watch`
 
 
 def too_large(what: str, size: int | None = None) -> str:
