@@ -510,6 +510,8 @@ def test_message_over_32_kib_closes_with_1009(
     with open_client(gateway, events, "ua-1009") as (client, connection_id):
         client.send("a" * 32768)
         assert events.wait_for("message", connectionId=connection_id)["bytes"] == 32768
+        # No backend: the 32 KiB message is accepted and answered with the Forbidden frame.
+        assert json.loads(client.recv(timeout=WAIT))["message"] == "Forbidden"
         client.send(oversize)
         with pytest.raises(ConnectionClosed) as closed:
             client.recv(timeout=WAIT)
@@ -547,6 +549,8 @@ def test_max_duration_closes_a_busy_client_with_1001(events: EventLog) -> None:
     ):
         for _ in range(int(WAIT / 0.02)):
             client.send("still here")
+            # Read each answer (the Forbidden frame: no backend), as a client that keeps up does.
+            client.recv(timeout=WAIT)
             time.sleep(0.02)
         client.recv(timeout=WAIT)
     assert close_code(closed) == (1001, "Going Away")

@@ -732,6 +732,13 @@ def config(ctx: click.Context, /, connection: str | None, check: bool, **values:
     metavar="PEM",
     help="Its private key.",
 )
+@click.option(
+    "--connect-auth",
+    type=click.Choice(["none", "iam"]),
+    default="none",
+    show_default=True,
+    help="iam: upgrades must be SigV4-signed (headers or presigned URL), as an AWS_IAM $connect.",
+)
 def local(
     host: str,
     port: int,
@@ -751,6 +758,7 @@ def local(
     expired_token: bool,
     tls_cert: str | None,
     tls_key: str | None,
+    connect_auth: str,
 ) -> None:
     """Run a local API Gateway WebSocket endpoint with a faithful @connections API.
 
@@ -790,6 +798,7 @@ def local(
         expired_token=expired_token,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        connect_auth=connect_auth,
     )
 
 

@@ -3,7 +3,8 @@
 Every event has ``"event"`` (its name) and ``"time"`` (ISO 8601 UTC, milliseconds, ``Z``). None ever
 carries the secret key or the session token.
 
-- ``listening``: endpoint, wsUrl, stage, region, auth, accessKeyId, credentialSource (first, once)
+- ``listening``: endpoint, wsUrl, stage, region, auth, accessKeyId, credentialSource,
+  connectAuth ("none"|"iam") (first, once)
 - ``connect``: connectionId, sourceIp, userAgent, query (dict of query parameters, last value wins)
 - ``message``: connectionId, type ("text"|"binary"), bytes, data (text only, first 200 characters)
 - ``post``: connectionId, bytes, frame ("text"|"binary"), status

@@ -31,7 +31,11 @@ maximum duration close the client with 1001 ``Going Away``; so does shutting the
 A client that stops reading cannot hold anything forever: once its socket buffers are full, a POST
 to it (or its close handshake) waits at most ``send_timeout`` (``close_timeout``), 5 s by default,
 then the connection is aborted (disconnect 1006 ``client not reading``) and the POST answers 410.
-WebSocket upgrades are not authenticated (as an API whose ``$connect`` route has no authoriser).
+Upgrades are open by default (a ``$connect`` route with no authorization); with ``connect_auth``
+``iam`` the upgrade must be SigV4-signed by the trusted credentials, in headers or presigned in
+the query string (else 403), as an ``AWS_IAM`` ``$connect`` route. The backend (authorizer,
+``$connect``, message routes, ``$disconnect``) is :mod:`wsconn.local.integration`'s; with no
+route configured, every message is answered with AWS's Forbidden frame.
 Pings are answered by aiohttp.
 """
 
@@ -59,9 +63,12 @@ from urllib.parse import unquote
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION, MAX_PAYLOAD
-from wsconn.local import sigv4
+from wsconn.local import routes, sigv4
+from wsconn.local.app import App
 from wsconn.local.credentials import LocalCredentials, resolve_credentials
 from wsconn.local.events import Event, EventSink, make_event
+from wsconn.local.integration import Integration, Invoker, Refusal
+from wsconn.local.routes import Caller
 from wsconn.timestamps import iso_ms, utc_now
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,9 @@ DISCARD_LIMIT = 64 * 1024 * 1024
 # Who the local gateway says it is, in the ARNs of AccessDeniedException.
 LOCAL_ACCOUNT = "123456789012"
 LOCAL_API_ID = "local"
+LOCAL_USER_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT}:user/wsconn-local"
+# The IAM user id an AWS_IAM $connect reports as caller and user (AIDA... as IAM users have).
+LOCAL_USER_ID = "AIDAWSCONNLOCALUSER01"
 NOT_READING = "client not reading"
 GOING_AWAY = "Going Away"
 BINARY_REFUSED = "Binary frames are not supported"
@@ -122,6 +132,8 @@ class GatewayConfig:
     send_timeout: float = 5.0
     # How long a close handshake (and a DELETE or shutdown waiting for it) may take.
     close_timeout: float = 5.0
+    # The backend: routes, the functions behind them, $connect auth (empty = no backend).
+    app: App = field(default_factory=App)
 
 
 @dataclass(eq=False)
@@ -143,6 +155,8 @@ class _Connection:
     # The client's socket, to drop a client that stopped reading (a write would wait forever).
     transport: asyncio.Transport | None = None
     dropped: bool = False
+    # Who this connection is in its backend events (set once $connect let it in).
+    caller: Caller | None = None
 
     def touch(self) -> None:
         """Record activity now: lastActiveAt and the idle timer."""
@@ -264,11 +278,25 @@ class LocalGateway:
         self._shutting_down = False
         self._runner: web.AppRunner | None = None
         self._random = random.Random()
+        self._invoker: Invoker | None = None
+        self._integration = Integration(config.app, None, self._emit, method_arn=self._method_arn)
+        # Message and $disconnect invocations still running (awaited on close).
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def _method_arn(self) -> str:
+        return routes.method_arn(self.config.region, LOCAL_ACCOUNT, LOCAL_API_ID, self.config.stage)
 
     @property
     def _base(self) -> str:
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
         return f"{host}:{self.port}/{self.config.stage}"
+
+    @property
+    def domain_name(self) -> str:
+        """The ``domainName`` of backend events: ``https://{domainName}/{stage}`` reaches us."""
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"{host}:{self.port}"
 
     @property
     def endpoint(self) -> str:
@@ -306,6 +334,7 @@ class LocalGateway:
             auth=self.config.auth,
             accessKeyId=self.credentials.access_key,
             credentialSource=self.credential_source,
+            connectAuth=self.config.app.connect_auth,
         )
 
     async def close(self) -> None:
@@ -320,6 +349,11 @@ class LocalGateway:
                     asyncio.gather(*(conn.done.wait() for conn in sessions)),
                     self.config.close_timeout + 1,
                 )
+        # Let the $disconnect calls of those closes (and messages in flight) finish, bounded.
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.config.close_timeout)
+            for task in set(self._tasks):
+                task.cancel()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -401,7 +435,8 @@ class LocalGateway:
         if kind == "websocket":
             ws = self._new_websocket()
             if request.method == "GET" and ws.can_prepare(request).ok:
-                return await self._websocket(request, ws)
+                iam = self._verify_upgrade(request) if self.config.app.connect_auth == "iam" else {}
+                return await self._websocket(request, ws, iam)
             raise _forbidden("not a WebSocket upgrade")
         if request.method not in ("POST", "GET", "DELETE"):
             raise _forbidden(f"method {request.method} not allowed")
@@ -470,6 +505,33 @@ class LocalGateway:
         except sigv4.SignatureError as error:
             raise _Refused(_Refusal(403, error.error_type, error.message, error.reason)) from None
 
+    def _verify_upgrade(self, request: web.Request) -> dict[str, str]:
+        """An AWS_IAM $connect: the upgrade's SigV4 (headers or presigned); the caller's identity."""
+        trusted: dict[str, Any] = {
+            "method": request.method,
+            "raw_target": request.raw_path,
+            "headers": list(request.headers.items()),
+            "access_key": self.credentials.access_key,
+            "secret_key": self.credentials.secret_key,
+            "token": self.credentials.token,
+            "region": self.config.region,
+            "now": self._now(),
+        }
+        try:
+            if sigv4.is_presigned(request.raw_path):
+                verified = sigv4.verify_presigned(**trusted)
+            else:
+                verified = sigv4.verify(payload_hash=sigv4.EMPTY_PAYLOAD_HASH, **trusted)
+        except sigv4.SignatureError as error:
+            raise _Refused(_Refusal(403, error.error_type, error.message, error.reason)) from None
+        return {
+            "accountId": LOCAL_ACCOUNT,
+            "caller": LOCAL_USER_ID,
+            "user": LOCAL_USER_ID,
+            "userArn": LOCAL_USER_ARN,
+            "accessKey": verified.access_key,
+        }
+
     def _now(self) -> datetime:
         return utc_now() + timedelta(seconds=self.config.clock_skew)
 
@@ -490,7 +552,7 @@ class LocalGateway:
                 f"{self.config.stage}/{request.method}/@connections/{unquote(raw_id)}"
             )
             message = (
-                f"User: arn:aws:iam::{LOCAL_ACCOUNT}:user/wsconn-local is not authorized to "
+                f"User: {LOCAL_USER_ARN} is not authorized to "
                 f"perform: execute-api:ManageConnections on resource: {resource}"
             )
             raise _Refused(
@@ -581,24 +643,46 @@ class LocalGateway:
         raise RuntimeError("id_factory keeps returning ids already in use")
 
     async def _websocket(
-        self, request: web.Request, ws: web.WebSocketResponse
-    ) -> web.WebSocketResponse:
+        self, request: web.Request, ws: web.WebSocketResponse, iam: dict[str, str]
+    ) -> web.StreamResponse:
         connection_id = self._unique_id()
-        ws.headers["x-amzn-RequestId"] = str(uuid.uuid4())
-        await ws.prepare(request)
         loop = asyncio.get_running_loop()
         now, clock = utc_now(), loop.time()
+        source_ip = request.remote or ""
+        user_agent = request.headers.get("User-Agent", "")
+        admission = await self._integration.connect(
+            Caller(
+                connection_id=connection_id,
+                connected_at=now,
+                source_ip=source_ip,
+                user_agent=user_agent or None,
+                domain_name=self.domain_name,
+                stage=self.config.stage,
+                api_id=LOCAL_API_ID,
+                iam=iam,
+            ),
+            list(request.headers.items()),
+            list(request.query.items()),
+            self.port,
+        )
+        if admission.refusal is not None:
+            return self._refuse_upgrade(request, admission.refusal)
+        ws.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+        for name, value in admission.headers.items():
+            ws.headers[name] = value
+        await ws.prepare(request)
         conn = _Connection(
             connection_id=connection_id,
             ws=ws,
-            source_ip=request.remote or "",
-            user_agent=request.headers.get("User-Agent", ""),
+            source_ip=source_ip,
+            user_agent=user_agent,
             connected_at=now,
             connected_clock=clock,
-            last_active_at=now,
-            last_active_clock=clock,
+            last_active_at=utc_now(),
+            last_active_clock=loop.time(),
             close_request=loop.create_future(),
             transport=request.transport,
+            caller=admission.caller,
         )
         # Registered only after the handshake: an id in its $connect is still gone, as on AWS.
         self._open[connection_id] = conn
@@ -623,8 +707,48 @@ class LocalGateway:
             self._sessions.discard(conn)
             code, reason, by = conn.outcome or (int(ws.close_code or 1006), "", "client")
             self._emit("disconnect", connectionId=connection_id, code=code, reason=reason, by=by)
+            self._background(self._integration.disconnect(admission.caller, code, reason))
             conn.done.set()
         return ws
+
+    def _refuse_upgrade(self, request: web.Request, refusal: Refusal) -> web.Response:
+        """Answer an upgrade that its authorizer or $connect route refused."""
+        self._emit(
+            "denied",
+            method=request.method,
+            path=request.raw_path,
+            status=refusal.status,
+            errorType=None,
+            reason=refusal.reason,
+        )
+        return web.Response(
+            status=refusal.status,
+            body=refusal.body.encode(),
+            headers={"x-amzn-RequestId": str(uuid.uuid4()), "Content-Type": "application/json"},
+        )
+
+    def _background(self, work: Awaitable[None]) -> None:
+        """Run a backend call beside the sessions; close() waits for what is still running."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            # A backend failure is the backend's: report it, keep the gateway going.
+            log.error("backend call failed: %r", error)
+            self._emit("error", method="WS", path=self.config.stage, error=repr(error))
+
+    async def _answer_message(self, conn: _Connection, text: str) -> None:
+        """Run the message's route and send its answer frame (two-way body or error), if any."""
+        assert conn.caller is not None
+        frame = await self._integration.message(conn.caller, text)
+        if frame is None or conn.ws.closed or conn.dropped:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._bounded(conn, conn.ws.send_str(frame), self.config.send_timeout)
 
     def _request_close(self, conn: _Connection, code: int, reason: str, by: CloseBy) -> None:
         """Ask a client's session to close it; the id is gone from now on."""
@@ -724,6 +848,7 @@ class LocalGateway:
                 bytes=len(text.encode("utf-8", "surrogatepass")),
                 data=text[:200],
             )
+            self._background(self._answer_message(conn, text))
             return True
         if msg.type is WSMsgType.BINARY:
             data = msg.data if isinstance(msg.data, bytes) else b""

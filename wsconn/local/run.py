@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from wsconn.errors import ConfigError, InternalError, UsageError
+from wsconn.local.app import App
 from wsconn.local.console import DemoPrinter, EventPrinter
 from wsconn.local.credentials import (
     GENERATED_SOURCE,
@@ -50,6 +51,7 @@ def run_local(
     expired_token: bool = False,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    connect_auth: str = "none",
 ) -> None:
     """Serve until Ctrl-C or SIGTERM (then every client is closed with 1001 and this returns)."""
     from wsconn.auth import AwsConfig
@@ -75,6 +77,7 @@ def run_local(
         deny_methods=deny_methods,
         expired_token=expired_token,
         tls=tls,
+        app=App(connect_auth="iam" if connect_auth == "iam" else "none"),
     )
     _quiet_logs()
     printer = EventPrinter(json_events, *_client_setup(source, credentials, profile, tls_cert))

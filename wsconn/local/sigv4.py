@@ -21,8 +21,9 @@ which the gateway answers with HTTP 403):
 8. the signature equals the one recomputed from the raw request target and the raw body
    (``InvalidSignatureException`` with the canonical request and string-to-sign, as AWS words it).
 
-Presigned (query-string) authentication is not supported: the @connections API is called with an
-``Authorization`` header by every SDK.
+:func:`verify_presigned` checks a presigned (query-string) request the same way, reading the
+``X-Amz-*`` query parameters instead of headers: a WebSocket upgrade to an ``AWS_IAM`` ``$connect``
+route may be signed either way (browsers cannot set headers on an upgrade).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "execute-api"
 TERMINATOR = "aws4_request"
 MAX_SKEW = timedelta(minutes=5)
+# The longest X-Amz-Expires SigV4 allows (7 days).
+MAX_EXPIRES = 604800
+EMPTY_PAYLOAD_HASH = hashlib.sha256(b"").hexdigest()
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
 # The exact text AWS answers for a signature mismatch (two placeholders filled in).
@@ -322,16 +327,7 @@ def verify(
         raise SignatureError(
             "UnrecognizedClientException", INVALID_TOKEN_MESSAGE, "unknown access key"
         )
-    sent_token = _header(headers, "x-amz-security-token")
-    if token is None and sent_token is not None:
-        raise SignatureError(
-            "UnrecognizedClientException", INVALID_TOKEN_MESSAGE, "unexpected session token"
-        )
-    if token is not None and (
-        sent_token is None or not hmac.compare_digest(_utf8(sent_token), _utf8(token))
-    ):
-        why = "missing session token" if sent_token is None else "wrong session token"
-        raise SignatureError("UnrecognizedClientException", INVALID_TOKEN_MESSAGE, why)
+    _check_token(_header(headers, "x-amz-security-token"), token)
 
     if auth.service != service:
         raise _invalid(
@@ -397,3 +393,142 @@ def verify(
         canonical_request=canonical,
         string_to_sign=to_sign,
     )
+
+
+def _check_token(sent_token: str | None, token: str | None) -> None:
+    if token is None and sent_token is not None:
+        raise SignatureError(
+            "UnrecognizedClientException", INVALID_TOKEN_MESSAGE, "unexpected session token"
+        )
+    if token is not None and (
+        sent_token is None or not hmac.compare_digest(_utf8(sent_token), _utf8(token))
+    ):
+        why = "missing session token" if sent_token is None else "wrong session token"
+        raise SignatureError("UnrecognizedClientException", INVALID_TOKEN_MESSAGE, why)
+
+
+def verify_presigned(
+    *,
+    method: str,
+    raw_target: str,
+    headers: Sequence[tuple[str, str]],
+    access_key: str,
+    secret_key: str,
+    token: str | None,
+    region: str,
+    now: datetime,
+    service: str = SERVICE,
+) -> VerifiedRequest:
+    """Verify a presigned request (``X-Amz-Algorithm``, ``-Credential``, ``-Date``, ``-Expires``,
+    ``-SignedHeaders``, ``-Signature`` and ``-Security-Token`` in the query string).
+
+    The same checks as :func:`verify`, plus expiry (``X-Amz-Date`` + ``X-Amz-Expires``). The
+    request has no body: its payload hash is the empty one (what botocore signs over http) or
+    ``UNSIGNED-PAYLOAD`` (what presigned URLs usually carry); either is accepted.
+    """
+    raw_path, _, raw_query = raw_target.partition("?")
+    # Decoded as the canonical query decodes them ('+' stays '+').
+    params = {
+        unquote(name): unquote(value)
+        for name, _, value in (item.partition("=") for item in raw_query.split("&") if item)
+    }
+    if params.get("X-Amz-Algorithm") != ALGORITHM:
+        raise _incomplete(
+            f"X-Amz-Algorithm must be '{ALGORITHM}'.", "unsupported or missing X-Amz-Algorithm"
+        )
+    missing = [
+        name
+        for name in ("X-Amz-Credential", "X-Amz-Date", "X-Amz-SignedHeaders", "X-Amz-Signature")
+        if not params.get(name)
+    ]
+    if missing:
+        raise _incomplete(
+            " ".join(f"AWS query-string parameters must include '{name}'." for name in missing),
+            "incomplete presigned query string",
+        )
+    scope = params["X-Amz-Credential"].split("/")
+    if len(scope) != 5 or not all(scope):
+        raise _incomplete(
+            "X-Amz-Credential must be in the form "
+            f"'<access key>/<date>/<region>/<service>/{TERMINATOR}'.",
+            "malformed credential scope",
+        )
+    key, date, scope_region, scope_service, terminator = scope
+    amz_date = params["X-Amz-Date"]
+    try:
+        moment = datetime.strptime(amz_date, AMZ_DATE_FORMAT).replace(tzinfo=timezone.utc)
+        expires = int(params.get("X-Amz-Expires", str(MAX_EXPIRES)))
+    except ValueError:
+        raise _incomplete(
+            f"X-Amz-Date must be in ISO-8601 'basic format' and X-Amz-Expires a number. "
+            f"Got '{amz_date}'.",
+            "unparseable X-Amz-Date or X-Amz-Expires",
+        ) from None
+    if key != access_key:
+        raise SignatureError(
+            "UnrecognizedClientException", INVALID_TOKEN_MESSAGE, "unknown access key"
+        )
+    _check_token(params.get("X-Amz-Security-Token"), token)
+    if scope_service != service:
+        raise _invalid(
+            f"Credential should be scoped to correct service: '{service}'. ",
+            f"scope names service {scope_service!r}",
+        )
+    if scope_region != region:
+        raise _invalid(
+            "Credential should be scoped to a valid region. ",
+            f"scope names region {scope_region!r}, gateway is {region!r}",
+        )
+    if terminator != TERMINATOR or date != amz_date[:8]:
+        raise _invalid(
+            "Credential should be scoped with a valid terminator and the date of X-Amz-Date. ",
+            "bad scope terminator or date",
+        )
+    if not 0 < expires <= MAX_EXPIRES:
+        raise _invalid(
+            f"X-Amz-Expires must be between 1 and {MAX_EXPIRES} seconds. ", "bad X-Amz-Expires"
+        )
+    now_text = format_amz_date(now)
+    if moment > now + MAX_SKEW:
+        raise _invalid(
+            f"Signature not yet current: {amz_date} is still later than "
+            f"{format_amz_date(now + MAX_SKEW)} ({now_text} + 5 min.)",
+            "request date more than 5 minutes in the future",
+        )
+    if now > moment + timedelta(seconds=expires):
+        raise _invalid(
+            f"Signature expired: {amz_date} is now earlier than "
+            f"{format_amz_date(now - timedelta(seconds=expires))} ({now_text} - {expires} sec.)",
+            "presigned URL expired",
+        )
+    signed_headers = tuple(params["X-Amz-SignedHeaders"].lower().split(";"))
+    if "host" not in signed_headers:
+        raise _invalid(
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
+            "header 'host' not signed",
+        )
+    # Everything but the signature itself is signed, in the order the canonical query sorts.
+    unsigned_query = "&".join(
+        item for item in raw_query.split("&") if item.partition("=")[0] != "X-Amz-Signature"
+    )
+    target = f"{raw_path}?{unsigned_query}"
+    sent = params["X-Amz-Signature"]
+    tried: list[tuple[str, str]] = []
+    for payload_hash in (EMPTY_PAYLOAD_HASH, UNSIGNED_PAYLOAD):
+        canonical = canonical_request(method, target, headers, signed_headers, payload_hash)
+        to_sign = string_to_sign(amz_date, credential_scope(date, region, service), canonical)
+        expected = signature(secret_key, date, region, service, to_sign)
+        if hmac.compare_digest(_utf8(expected), _utf8(sent)):
+            return VerifiedRequest(key, amz_date, canonical, to_sign)
+        tried.append((canonical, to_sign))
+    canonical, to_sign = tried[0]
+    raise _invalid(
+        MISMATCH_MESSAGE.format(canonical=canonical, string_to_sign=to_sign),
+        "signature does not match",
+    )
+
+
+def is_presigned(raw_target: str) -> bool:
+    """Whether a request target carries a presigned signature in its query string."""
+    query = raw_target.partition("?")[2]
+    return any(item.partition("=")[0] == "X-Amz-Signature" for item in query.split("&"))

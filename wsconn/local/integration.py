@@ -1,0 +1,288 @@
+"""The gateway's backend side: for each route, the event, the invocation, and what its answer does.
+
+The gateway (sockets) asks three questions: may this upgrade connect (authorizer, then the
+``$connect`` route), what goes back for this message (a two-way body, an error frame, nothing),
+and it reports each close (``$disconnect``). Events are built by :mod:`wsconn.local.routes`;
+functions are run by an invoker (:class:`wsconn.local.backends.Backends`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from wsconn.local import routes
+from wsconn.local.app import App, Function
+from wsconn.local.routes import Caller
+from wsconn.timestamps import utc_now
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[..., None]
+
+
+class Invocation(Protocol):
+    """One finished invocation, as the invoker reports it."""
+
+    @property
+    def payload(self) -> object: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def duration_ms(self) -> float: ...
+
+
+class Invoker(Protocol):
+    """What runs functions: :class:`wsconn.local.backends.Backends`."""
+
+    async def check(self, functions: Sequence[Function]) -> None: ...
+    async def invoke(
+        self, function: Function, event: dict[str, object], *, label: str
+    ) -> Invocation: ...
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused upgrade: the HTTP status and body the client gets, and a short why."""
+
+    status: int
+    body: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer to an upgrade: refused, or accepted with headers for the 101 and its caller."""
+
+    caller: Caller
+    refusal: Refusal | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+# Headers of a $connect answer that are the handshake's own, never relayed into the 101.
+_HANDSHAKE_HEADERS = {
+    "connection",
+    "upgrade",
+    "sec-websocket-accept",
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+}
+_UNAUTHORIZED = Refusal(401, '{"message":"Unauthorized"}', "")
+_FORBIDDEN_BODY = '{"message":"Forbidden"}'
+_INTERNAL_BODY = '{"message": "Internal server error"}'
+
+
+def _is_unauthorized(error: str) -> bool:
+    """Whether a failed authorizer raised ``Unauthorized`` (API Gateway's 401 convention)."""
+    return error == "Unauthorized" or error.endswith(": Unauthorized")
+
+
+class Integration:
+    """Runs an :class:`App`'s routes for the gateway."""
+
+    def __init__(
+        self,
+        app: App,
+        invoker: Invoker | None,
+        emit: Emit,
+        *,
+        method_arn: str,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
+        self.app = app
+        self._invoker = invoker
+        self._emit = emit
+        self._method_arn = method_arn
+        # The gateway's own variables (endpoint, CA bundle, credentials) under each function's
+        # own environment, so --env always wins; one Function object per function as given.
+        merged: dict[int, Function] = {}
+
+        def runtime(function: Function) -> Function:
+            if id(function) not in merged:
+                env = {**(environment or {}), **function.env}
+                merged[id(function)] = dataclasses.replace(function, env=env)
+            return merged[id(function)]
+
+        self._functions: dict[str, Function | None] = {
+            key: None if route.function is None else runtime(route.function)
+            for key, route in app.routes.items()
+        }
+        self._authorizer = runtime(app.authorizer.function) if app.authorizer is not None else None
+
+    @property
+    def functions(self) -> list[Function]:
+        """Every distinct function the app runs (authorizer included), for a check at start."""
+        found: dict[int, Function] = {}
+        for function in [*self._functions.values(), self._authorizer]:
+            if function is not None:
+                found.setdefault(id(function), function)
+        return list(found.values())
+
+    async def _invoke(
+        self, route_key: str, function: Function | None, event: dict[str, object]
+    ) -> tuple[object, str | None]:
+        """Invoke a route's function; (payload, error). Emits ``invoke``."""
+        request_id = str(_request_id(event))
+        if function is None or self._invoker is None:
+            route = self.app.routes.get(route_key)
+            missing = (route.unavailable if route else None) or "no function to run"
+            self._emit(
+                "invoke",
+                route=route_key,
+                target=None,
+                requestId=request_id,
+                statusCode=None,
+                durationMs=0.0,
+                error=missing,
+            )
+            return None, missing
+        result = await self._invoker.invoke(function, event, label=route_key)
+        error = result.error
+        if result.timed_out and error is None:
+            error = f"timed out after {function.timeout:g} s"
+        status: int | None = None
+        if error is None:
+            try:
+                status = routes.proxy_answer(result.payload).status
+            except ValueError:
+                status = None
+        self._emit(
+            "invoke",
+            route=route_key,
+            target=str(function.target),
+            requestId=request_id,
+            statusCode=status if error is None else 502,
+            durationMs=round(result.duration_ms, 3),
+            error=error,
+        )
+        return result.payload, error
+
+    # -- $connect ---------------------------------------------------------------------------
+
+    async def connect(
+        self,
+        caller: Caller,
+        headers: Sequence[tuple[str, str]],
+        query: Sequence[tuple[str, str]],
+        port: int,
+    ) -> Admission:
+        """Authorizer, then the ``$connect`` route: who may connect, with which 101 headers."""
+        now = utc_now()
+        request_id = routes.new_request_id()
+        event_headers = routes.connect_headers(headers, caller.source_ip, port, now)
+        if self.app.authorizer is not None:
+            admission = await self._authorize(
+                caller, request_id, now, event_headers, query, self.app.authorizer.identity_sources
+            )
+            if admission.refusal is not None:
+                return admission
+            caller = admission.caller
+        if routes.CONNECT not in self.app.routes:
+            return Admission(caller)
+        event = routes.connect_event(caller, request_id, now, event_headers, query)
+        payload, error = await self._invoke(routes.CONNECT, self._functions[routes.CONNECT], event)
+        if error is not None:
+            return Admission(caller, Refusal(502, _INTERNAL_BODY, f"$connect failed: {error}"))
+        try:
+            answer = routes.proxy_answer(payload)
+        except ValueError as exc:
+            return Admission(caller, Refusal(502, _INTERNAL_BODY, f"$connect answer: {exc}"))
+        if not 200 <= answer.status <= 299:
+            return Admission(
+                caller,
+                Refusal(answer.status, answer.body or "", f"$connect answered {answer.status}"),
+            )
+        relayed = {
+            name: value
+            for name, value in answer.headers.items()
+            if name.lower() not in _HANDSHAKE_HEADERS
+        }
+        return Admission(caller, headers=relayed)
+
+    async def _authorize(
+        self,
+        caller: Caller,
+        request_id: str,
+        now: object,
+        headers: Sequence[tuple[str, str]],
+        query: Sequence[tuple[str, str]],
+        sources: Sequence[str],
+    ) -> Admission:
+        missing = routes.missing_identity(sources, headers, query)
+        if missing is not None:
+            return Admission(
+                caller, dataclasses.replace(_UNAUTHORIZED, reason=f"no identity in {missing}")
+            )
+        connect = routes.connect_event(caller, request_id, utc_now(), headers, query)
+        event = routes.authorizer_event(connect, self._method_arn)
+        started = utc_now()
+        payload, error = await self._invoke("authorizer", self._authorizer, event)
+        latency = int((utc_now() - started).total_seconds() * 1000)
+        if error is not None:
+            if _is_unauthorized(error):
+                return Admission(
+                    caller, dataclasses.replace(_UNAUTHORIZED, reason="authorizer: Unauthorized")
+                )
+            return Admission(caller, Refusal(500, _INTERNAL_BODY, f"authorizer failed: {error}"))
+        try:
+            verdict = routes.authorizer_verdict(payload, self._method_arn)
+        except ValueError as exc:
+            return Admission(caller, Refusal(500, _INTERNAL_BODY, f"authorizer answer: {exc}"))
+        if not verdict.allowed:
+            return Admission(caller, Refusal(403, _FORBIDDEN_BODY, "authorizer denied"))
+        context: dict[str, object] = {"principalId": verdict.principal_id, **verdict.context}
+        context["integrationLatency"] = latency
+        return Admission(dataclasses.replace(caller, authorizer=context))
+
+    # -- messages and $disconnect -----------------------------------------------------------
+
+    async def message(self, caller: Caller, body: str) -> str | None:
+        """Run the route a message selects; the text frame to send back, if any."""
+        request_id = routes.new_request_id()
+        key = routes.select_route(self.app.route_selection, body, self.app.routes.keys())
+        if key is None:
+            return routes.error_frame(routes.FORBIDDEN, caller.connection_id, request_id)
+        event = routes.message_event(
+            caller, key, request_id, routes.new_request_id(), utc_now(), body
+        )
+        payload, error = await self._invoke(key, self._functions[key], event)
+        if error is not None:
+            return routes.error_frame(
+                routes.INTERNAL_SERVER_ERROR, caller.connection_id, request_id
+            )
+        if not self.app.routes[key].two_way:
+            return None
+        try:
+            answer = routes.proxy_answer(payload)
+        except ValueError:
+            return routes.error_frame(
+                routes.INTERNAL_SERVER_ERROR, caller.connection_id, request_id
+            )
+        if 200 <= answer.status <= 299 and answer.body is not None:
+            return answer.body
+        return None
+
+    async def disconnect(self, caller: Caller, code: int, reason: str) -> None:
+        """Run ``$disconnect`` (if configured) for a connection that is gone."""
+        if routes.DISCONNECT not in self.app.routes:
+            return
+        event = routes.disconnect_event(
+            caller,
+            routes.new_request_id(),
+            utc_now(),
+            code,
+            routes.disconnect_reason(code, reason),
+        )
+        await self._invoke(routes.DISCONNECT, self._functions[routes.DISCONNECT], event)
+
+
+def _request_id(event: Mapping[str, object]) -> object:
+    context = event.get("requestContext")
+    return context.get("requestId") if isinstance(context, dict) else None
