@@ -739,6 +739,74 @@ def config(ctx: click.Context, /, connection: str | None, check: bool, **values:
     show_default=True,
     help="iam: upgrades must be SigV4-signed (headers or presigned URL), as an AWS_IAM $connect.",
 )
+@click.option(
+    "--handler",
+    metavar="TARGET",
+    help="Run MODULE:FUNCTION (or lambda:NAME@URL) for $connect, $disconnect and every message.",
+)
+@click.option(
+    "--route",
+    "route_specs",
+    multiple=True,
+    metavar="KEY=TARGET",
+    help="Run TARGET for route KEY, e.g. 'sendmessage=chat:send' (repeatable; wins over --handler).",
+)
+@click.option(
+    "--code-dir",
+    metavar="DIR",
+    help="Where Python handlers are imported from [default: the current directory].",
+)
+@click.option(
+    "--route-selection",
+    default="$request.body.action",
+    show_default=True,
+    metavar="EXPR",
+    help="The route selection expression, e.g. '${request.body.service}/${request.body.action}'.",
+)
+@click.option(
+    "--two-way",
+    multiple=True,
+    metavar="KEY",
+    help="Send the route's returned body back to the caller (repeatable; '*' for all).",
+)
+@click.option(
+    "--env",
+    "env_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A variable in the handlers' environment (repeatable).",
+)
+@click.option(
+    "--env-file",
+    "env_files",
+    multiple=True,
+    metavar="FILE",
+    help="Dotenv lines for the handlers' environment (--env wins).",
+)
+@click.option(
+    "--handler-timeout",
+    type=float,
+    default=29.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long an invocation may run (API Gateway's integration limit is 29 s).",
+)
+@click.option(
+    "--python",
+    "python_path",
+    metavar="PATH",
+    help="The interpreter for Python handlers [default: $VIRTUAL_ENV's, else wsconn's].",
+)
+@click.option(
+    "--authorizer",
+    metavar="TARGET",
+    help="A REQUEST authorizer on $connect: MODULE:FUNCTION or lambda:NAME@URL.",
+)
+@click.option(
+    "--identity-source",
+    metavar="SOURCES",
+    help="Where its identity is: route.request.header.NAME / route.request.querystring.NAME, comma-separated.",
+)
 def local(
     host: str,
     port: int,
@@ -759,6 +827,17 @@ def local(
     tls_cert: str | None,
     tls_key: str | None,
     connect_auth: str,
+    handler: str | None,
+    route_specs: tuple[str, ...],
+    code_dir: str | None,
+    route_selection: str,
+    two_way: tuple[str, ...],
+    env_pairs: tuple[str, ...],
+    env_files: tuple[str, ...],
+    handler_timeout: float,
+    python_path: str | None,
+    authorizer: str | None,
+    identity_source: str | None,
 ) -> None:
     """Run a local API Gateway WebSocket endpoint with a faithful @connections API.
 
@@ -772,6 +851,8 @@ def local(
       wsconn local --port 8080 --stage dev --region us-east-1
       wsconn local --json --idle-timeout 5 | tee events.jsonl
       wsconn local --fault-rate 0.2 --fault-status 429,503 --retry-after 1   # test retries
+      wsconn local --handler app:handler --env TABLE=chat     # run your backend's handler
+      wsconn local --route 'sendmessage=chat:send' --route '$default=chat:other' --two-way '*'
 
     \b
     Then, in the shell that runs a client (the banner prints these lines for the gateway
@@ -779,7 +860,23 @@ def local(
       export WSCONN_ENDPOINT=http://127.0.0.1:8080/dev AWS_REGION=us-east-1
       wsconn send "$ID" hi   # ID: a connection id from a connect event
     """
-    _local_extra().run_local(
+    extra = _local_extra()
+    from wsconn.local.flags import app_from_flags
+
+    app = app_from_flags(
+        handler=handler,
+        route=route_specs,
+        code_dir=code_dir,
+        route_selection=route_selection,
+        two_way=two_way,
+        env=env_pairs,
+        env_file=env_files,
+        handler_timeout=handler_timeout,
+        authorizer=authorizer,
+        identity_source=identity_source,
+        connect_auth=connect_auth,
+    )
+    extra.run_local(
         host=host,
         port=port,
         stage=local_stage,
@@ -798,7 +895,8 @@ def local(
         expired_token=expired_token,
         tls_cert=tls_cert,
         tls_key=tls_key,
-        connect_auth=connect_auth,
+        app=app,
+        python=python_path,
     )
 
 

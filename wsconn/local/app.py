@@ -47,7 +47,8 @@ class Function:
     """One function as Lambda would run it: what to call, where its code is, its environment."""
 
     target: Target
-    # The function's name in its Lambda context (a template's logical id, else the target text).
+    # The function's name in its Lambda context (a template's logical id; from flags
+    # `module-function` for a Python target, NAME for lambda:NAME@URL).
     name: str
     code_dir: Path = Path(".")
     env: Mapping[str, str] = field(default_factory=dict)
@@ -89,8 +90,11 @@ class App:
     routes: Mapping[str, Route] = field(default_factory=dict)
     connect_auth: Literal["none", "iam"] = "none"
     authorizer: Authorizer | None = None
+    # `--handler`: the route for any key a message selects that has no route of its own (the
+    # event's routeKey is that key, so one function can dispatch on it); None on AWS-shaped apps.
+    catch_all: Route | None = None
 
     @property
     def has_backend(self) -> bool:
         """Whether any route is configured (without one, every frame answers Forbidden)."""
-        return bool(self.routes)
+        return bool(self.routes) or self.catch_all is not None

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -64,10 +65,18 @@ from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION, MAX_PAYLOAD
 from wsconn.local import routes, sigv4
-from wsconn.local.app import App
+from wsconn.local.app import App, Function
+from wsconn.local.backends import Backends
+from wsconn.local.callbacks import (
+    CallbackListener,
+    callback_host,
+    domain_name,
+    handler_environment,
+    user_ca_bundle,
+)
 from wsconn.local.credentials import LocalCredentials, resolve_credentials
 from wsconn.local.events import Event, EventSink, make_event
-from wsconn.local.integration import Integration, Invoker, Refusal
+from wsconn.local.integration import Integration, Refusal
 from wsconn.local.routes import Caller
 from wsconn.timestamps import iso_ms, utc_now
 
@@ -134,6 +143,7 @@ class GatewayConfig:
     close_timeout: float = 5.0
     # The backend: routes, the functions behind them, $connect auth (empty = no backend).
     app: App = field(default_factory=App)
+    python: str | None = None  # the interpreter for Python handlers (None: the default)
 
 
 @dataclass(eq=False)
@@ -278,7 +288,8 @@ class LocalGateway:
         self._shutting_down = False
         self._runner: web.AppRunner | None = None
         self._random = random.Random()
-        self._invoker: Invoker | None = None
+        self._backends: Backends | None = None
+        self._callbacks: CallbackListener | None = None
         self._integration = Integration(config.app, None, self._emit, method_arn=self._method_arn)
         # Message and $disconnect invocations still running (awaited on close).
         self._tasks: set[asyncio.Task[None]] = set()
@@ -295,8 +306,58 @@ class LocalGateway:
     @property
     def domain_name(self) -> str:
         """The ``domainName`` of backend events: ``https://{domainName}/{stage}`` reaches us."""
-        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-        return f"{host}:{self.port}"
+        if self._callbacks is not None:
+            return domain_name(self._callbacks.host, self._callbacks.port)
+        return domain_name(self.config.host, self.port)
+
+    @property
+    def callback_endpoint(self) -> str | None:
+        """The HTTPS management endpoint handlers call back on (None without a backend)."""
+        if self._callbacks is None:
+            return None
+        return f"https://{self.domain_name}/{self.config.stage}"
+
+    async def _start_backend(self) -> None:
+        """With routes: the callback listener, then every handler loaded (ConfigError if not)."""
+        app = self.config.app
+        if not app.has_backend and app.authorizer is None:
+            return
+        callbacks = CallbackListener(callback_host(self.config.host))
+        self._callbacks = callbacks
+
+        def with_ca_bundle(function: Function) -> Function:
+            # A function's own AWS_CA_BUNDLE (--env) still trusts the run's CA too.
+            if "AWS_CA_BUNDLE" not in function.env:
+                return function
+            bundle = callbacks.bundle(function.env["AWS_CA_BUNDLE"])
+            return dataclasses.replace(function, env={**function.env, "AWS_CA_BUNDLE": bundle})
+
+        environment = handler_environment(
+            f"https://{self.domain_name}/{self.config.stage}",
+            callbacks.bundle(user_ca_bundle({})),
+            self.credentials,
+            self.config.region,
+        )
+        backends = Backends(
+            self.config.python,
+            self._on_log,
+            env=environment,
+            region=self.config.region,
+            account_id=LOCAL_ACCOUNT,
+        )
+        self._backends = backends
+        self._integration = Integration(
+            app, backends, self._emit, method_arn=self._method_arn, prepare=with_ca_bundle
+        )
+        await backends.check(self._integration.functions)
+
+    def _on_log(self, label: str, stream: str, line: str) -> None:
+        self._emit("log", route=label, stream=stream, line=line)
+
+    async def _stop_backend(self) -> None:
+        backends, self._backends = self._backends, None
+        if backends is not None:
+            await backends.aclose()
 
     @property
     def endpoint(self) -> str:
@@ -309,7 +370,16 @@ class LocalGateway:
         return f"{'wss' if self.config.tls else 'ws'}://{self._base}"
 
     async def start(self) -> None:
-        """Bind and listen (``OSError`` if the port is taken), then emit ``listening``."""
+        """Load the backend, bind and listen, then emit ``listening``.
+
+        Raises ``ConfigError`` for a handler that cannot load and ``OSError`` if the port is taken,
+        before anything listens.
+        """
+        try:
+            await self._start_backend()
+        except BaseException:
+            await self._close_backend_quietly()
+            raise
         app = web.Application(client_max_size=MAX_POST_BYTES + 1)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # The CLI owns signals; hash the body exactly as sent (no transparent gunzip).
@@ -320,8 +390,14 @@ class LocalGateway:
                 runner, self.config.host, self.config.port, ssl_context=self.config.tls
             )
             await site.start()
+            if self._callbacks is not None:
+                callback_site = web.SockSite(
+                    runner, self._callbacks.socket, ssl_context=self._callbacks.server_context
+                )
+                await callback_site.start()
         except BaseException:
             await runner.cleanup()
+            await self._close_backend_quietly()
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
@@ -335,7 +411,15 @@ class LocalGateway:
             accessKeyId=self.credentials.access_key,
             credentialSource=self.credential_source,
             connectAuth=self.config.app.connect_auth,
+            routes=sorted(self.config.app.routes),
+            callbackEndpoint=self.callback_endpoint,
         )
+
+    async def _close_backend_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._stop_backend()
+        if self._callbacks is not None:
+            self._callbacks.close()
 
     async def close(self) -> None:
         """Close every client with 1001 ``Going Away``, then stop the server."""
@@ -354,9 +438,12 @@ class LocalGateway:
             await asyncio.wait(set(self._tasks), timeout=self.config.close_timeout)
             for task in set(self._tasks):
                 task.cancel()
+        await self._stop_backend()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        if self._callbacks is not None:
+            self._callbacks.close()
 
     # -- events -----------------------------------------------------------------------------
 
@@ -856,7 +943,8 @@ class LocalGateway:
             await self._close(conn, 1003, BINARY_REFUSED, "protocol")
             return False
         if msg.type is WSMsgType.CLOSE:
-            code = int(msg.data) if isinstance(msg.data, int) else 1005
+            # aiohttp reports a close frame without a status code as 0: that is 1005 (RFC 6455).
+            code = int(msg.data) if isinstance(msg.data, int) and msg.data else 1005
             conn.outcome = (code, str(msg.extra or ""), "client")
             return False
         if msg.type is WSMsgType.ERROR:

@@ -94,33 +94,35 @@ class Integration:
         emit: Emit,
         *,
         method_arn: str,
-        environment: Mapping[str, str] | None = None,
+        prepare: Callable[[Function], Function] | None = None,
     ) -> None:
         self.app = app
         self._invoker = invoker
         self._emit = emit
         self._method_arn = method_arn
-        # The gateway's own variables (endpoint, CA bundle, credentials) under each function's
-        # own environment, so --env always wins; one Function object per function as given.
-        merged: dict[int, Function] = {}
+        # Each function as the gateway runs it (``prepare``), one object per function as given.
+        prepared: dict[int, Function] = {}
 
         def runtime(function: Function) -> Function:
-            if id(function) not in merged:
-                env = {**(environment or {}), **function.env}
-                merged[id(function)] = dataclasses.replace(function, env=env)
-            return merged[id(function)]
+            if id(function) not in prepared:
+                prepared[id(function)] = prepare(function) if prepare else function
+            return prepared[id(function)]
 
         self._functions: dict[str, Function | None] = {
             key: None if route.function is None else runtime(route.function)
             for key, route in app.routes.items()
         }
         self._authorizer = runtime(app.authorizer.function) if app.authorizer is not None else None
+        catch_all = app.catch_all
+        self._catch_all = (
+            None if catch_all is None or catch_all.function is None else runtime(catch_all.function)
+        )
 
     @property
     def functions(self) -> list[Function]:
         """Every distinct function the app runs (authorizer included), for a check at start."""
         found: dict[int, Function] = {}
-        for function in [*self._functions.values(), self._authorizer]:
+        for function in [*self._functions.values(), self._authorizer, self._catch_all]:
             if function is not None:
                 found.setdefault(id(function), function)
         return list(found.values())
@@ -131,7 +133,7 @@ class Integration:
         """Invoke a route's function; (payload, error). Emits ``invoke``."""
         request_id = str(_request_id(event))
         if function is None or self._invoker is None:
-            route = self.app.routes.get(route_key)
+            route = self.app.routes.get(route_key, self.app.catch_all)
             missing = (route.unavailable if route else None) or "no function to run"
             self._emit(
                 "invoke",
@@ -246,18 +248,24 @@ class Integration:
     async def message(self, caller: Caller, body: str) -> str | None:
         """Run the route a message selects; the text frame to send back, if any."""
         request_id = routes.new_request_id()
-        key = routes.select_route(self.app.route_selection, body, self.app.routes.keys())
+        catch_all = self.app.catch_all
+        key = routes.select_route(
+            self.app.route_selection, body, self.app.routes.keys(), catch_all=catch_all is not None
+        )
         if key is None:
             return routes.error_frame(routes.FORBIDDEN, caller.connection_id, request_id)
+        route = self.app.routes.get(key, catch_all)
+        assert route is not None
+        function = self._functions.get(key, self._catch_all)
         event = routes.message_event(
             caller, key, request_id, routes.new_request_id(), utc_now(), body
         )
-        payload, error = await self._invoke(key, self._functions[key], event)
+        payload, error = await self._invoke(key, function, event)
         if error is not None:
             return routes.error_frame(
                 routes.INTERNAL_SERVER_ERROR, caller.connection_id, request_id
             )
-        if not self.app.routes[key].two_way:
+        if not route.two_way:
             return None
         try:
             answer = routes.proxy_answer(payload)

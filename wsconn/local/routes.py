@@ -105,10 +105,15 @@ def evaluate_selection(expression: str, body: str) -> str | None:
     )
 
 
-def select_route(expression: str, body: str, route_keys: Collection[str]) -> str | None:
-    """The route key a message goes to: its selected key, else ``$default``, else None (Forbidden)."""
+def select_route(
+    expression: str, body: str, route_keys: Collection[str], *, catch_all: bool = False
+) -> str | None:
+    """The route key a message goes to: its selected key, else ``$default``, else None (Forbidden).
+
+    With ``catch_all`` (``--handler``), any non-empty selected value is a route key of its own.
+    """
     selected = evaluate_selection(expression, body)
-    if selected is not None and selected in route_keys and not selected.startswith("$"):
+    if selected and not selected.startswith("$") and (catch_all or selected in route_keys):
         return selected
     return DEFAULT if DEFAULT in route_keys else None
 

@@ -51,7 +51,8 @@ def run_local(
     expired_token: bool = False,
     tls_cert: str | None = None,
     tls_key: str | None = None,
-    connect_auth: str = "none",
+    app: App | None = None,
+    python: str | None = None,
 ) -> None:
     """Serve until Ctrl-C or SIGTERM (then every client is closed with 1001 and this returns)."""
     from wsconn.auth import AwsConfig
@@ -77,7 +78,8 @@ def run_local(
         deny_methods=deny_methods,
         expired_token=expired_token,
         tls=tls,
-        app=App(connect_auth="iam" if connect_auth == "iam" else "none"),
+        app=app or App(),
+        python=python,
     )
     _quiet_logs()
     printer = EventPrinter(json_events, *_client_setup(source, credentials, profile, tls_cert))

@@ -1,0 +1,407 @@
+"""`wsconn local` running a backend: real handlers in worker processes, real websockets clients,
+callbacks through boto3's apigatewaymanagementapi built from the event, as on AWS."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from tests.gateway_util import WAIT, EventLog, management_client, running_gateway
+from wsconn.local import GatewayThread
+from wsconn.local.flags import app_from_flags
+
+ID = r"[A-Za-z0-9_-]{15}="
+
+# The chat app of AWS's WebSocket samples, unchanged but for its table: a directory with one file
+# per connection stands in for DynamoDB (every worker process sees it).
+CHAT = """
+import json
+import os
+
+import boto3
+
+TABLE = os.environ["CHAT_TABLE"]
+
+
+def handler(event, context):
+    ctx = event["requestContext"]
+    route, connection_id = ctx["routeKey"], ctx["connectionId"]
+    if route == "$connect":
+        open(os.path.join(TABLE, connection_id), "w").close()
+    elif route == "$disconnect":
+        _remove(connection_id)
+    elif route == "sendmessage":
+        api = boto3.client(
+            "apigatewaymanagementapi",
+            endpoint_url=f"https://{ctx['domainName']}/{ctx['stage']}",
+        )
+        data = json.loads(event["body"])["msg"].encode()
+        for other in os.listdir(TABLE):
+            if other == connection_id:
+                continue
+            try:
+                api.post_to_connection(ConnectionId=other, Data=data)
+            except api.exceptions.GoneException:
+                _remove(other)
+    return {"statusCode": 200}
+
+
+def _remove(connection_id):
+    try:
+        os.remove(os.path.join(TABLE, connection_id))
+    except FileNotFoundError:
+        pass
+"""
+
+
+def write(directory: Path, name: str, source: str) -> None:
+    (directory / name).write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def events() -> EventLog:
+    return EventLog()
+
+
+@contextmanager
+def backend(events: EventLog, code_dir: Path, **flags: Any) -> Iterator[GatewayThread]:
+    app = app_from_flags(code_dir=str(code_dir), **flags)
+    with running_gateway(events, app=app) as gateway:
+        yield gateway
+
+
+def test_chat_app_broadcasts_to_everyone_but_the_sender_and_prunes_gone_ids(
+    events: EventLog, tmp_path: Path
+) -> None:
+    table = tmp_path / "table"
+    table.mkdir()
+    write(tmp_path, "chat.py", CHAT)
+    # A connection that left without its $disconnect running: the broadcast meets a 410.
+    (table / "Gone00000000000=").touch()
+    with (
+        backend(events, tmp_path, handler="chat:handler", env=[f"CHAT_TABLE={table}"]) as gateway,
+        connect(gateway.ws_url, open_timeout=WAIT) as alice,
+        connect(gateway.ws_url, open_timeout=WAIT) as bob,
+        connect(gateway.ws_url, open_timeout=WAIT) as carol,
+    ):
+        # $connect ran before each handshake completed: all three are in the table.
+        assert len(list(table.iterdir())) == 4
+        alice.send(json.dumps({"action": "sendmessage", "msg": "hello from alice"}))
+        assert bob.recv(timeout=WAIT) == "hello from alice"
+        assert carol.recv(timeout=WAIT) == "hello from alice"
+        bob.send(json.dumps({"action": "sendmessage", "msg": "hi, bob here"}))
+        # Alice's first frame is Bob's message: she never got her own.
+        assert alice.recv(timeout=WAIT) == "hi, bob here"
+        assert carol.recv(timeout=WAIT) == "hi, bob here"
+        assert not (table / "Gone00000000000=").exists()
+        carol.close()
+        events.wait_for("invoke", route="$disconnect")
+        assert len(list(table.iterdir())) == 2
+    invokes = events.named("invoke")
+    assert {event["route"] for event in invokes} >= {"$connect", "sendmessage", "$disconnect"}
+    assert all(event["error"] is None for event in invokes), invokes
+    assert all(event["target"] == "chat:handler" for event in invokes)
+    posts = events.named("post")
+    assert len(posts) == 4 and all(post["status"] == 200 for post in posts)
+    denied = events.named("denied")
+    assert [d["status"] for d in denied] == [410]
+
+
+RECORDER = """
+import json
+import os
+
+LOG = os.environ["EVENT_LOG"]
+
+
+def handler(event, context):
+    with open(LOG, "a") as log:
+        log.write(json.dumps({"event": event, "context": {
+            "aws_request_id": context.aws_request_id,
+            "function_name": context.function_name,
+            "remaining": context.get_remaining_time_in_millis(),
+        }}) + "\\n")
+    ctx = event["requestContext"]
+    if ctx["routeKey"] == "$connect":
+        protocols = event["headers"].get("Sec-WebSocket-Protocol")
+        if protocols:
+            return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": protocols.split(",")[0]}}
+    if ctx["routeKey"] == "echo":
+        return {"statusCode": 200, "body": event["body"]}
+    return {"statusCode": 200}
+"""
+
+
+def recorded(log: Path) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _common_context(context: dict[str, Any], connection_id: str, gateway: GatewayThread) -> None:
+    for key, kind in [
+        ("routeKey", str),
+        ("eventType", str),
+        ("extendedRequestId", str),
+        ("requestTime", str),
+        ("messageDirection", str),
+        ("stage", str),
+        ("connectedAt", int),
+        ("requestTimeEpoch", int),
+        ("identity", dict),
+        ("requestId", str),
+        ("domainName", str),
+        ("connectionId", str),
+        ("apiId", str),
+    ]:
+        assert isinstance(context[key], kind), key
+    assert (
+        re.fullmatch(ID, context["requestId"])
+        and context["extendedRequestId"] == context["requestId"]
+    )
+    assert re.fullmatch(r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000", context["requestTime"])
+    assert context["messageDirection"] == "IN"
+    assert context["stage"] == "dev" and context["apiId"] == "local"
+    assert context["connectionId"] == connection_id
+    assert context["identity"]["sourceIp"] == "127.0.0.1"
+    assert context["identity"]["userAgent"] == "recorder/1"
+    assert context["domainName"].startswith("127.0.0.1:")
+
+
+def test_event_shapes_for_each_event_type_match_get_connections(
+    events: EventLog, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.jsonl"
+    write(tmp_path, "recorder.py", RECORDER)
+    with backend(
+        events, tmp_path, handler="recorder:handler", env=[f"EVENT_LOG={log}"], two_way=["echo"]
+    ) as gateway:
+        with connect(
+            gateway.ws_url + "?name=alice&name=al&room=1",
+            open_timeout=WAIT,
+            user_agent_header="recorder/1",
+            subprotocols=["chat.v2", "chat.v1"],  # type: ignore[list-item]
+        ) as client:
+            assert client.subprotocol == "chat.v2"  # the $connect answer's header, in the 101
+            connection_id = str(events.wait_for("connect")["connectionId"])
+            client.send('{"action": "echo", "n": 1}')
+            assert client.recv(timeout=WAIT) == '{"action": "echo", "n": 1}'
+            client.send("plain text")
+            events.wait_for("invoke", route="$default")
+            info = management_client(gateway.endpoint).get_connection(ConnectionId=connection_id)
+        events.wait_for("invoke", route="$disconnect")
+    by_route = {entry["event"]["requestContext"]["routeKey"]: entry for entry in recorded(log)}
+    assert set(by_route) == {"$connect", "echo", "$default", "$disconnect"}
+
+    connect_event = by_route["$connect"]["event"]
+    assert list(connect_event) == [
+        "headers",
+        "multiValueHeaders",
+        "queryStringParameters",
+        "multiValueQueryStringParameters",
+        "requestContext",
+        "isBase64Encoded",
+    ]
+    assert connect_event["queryStringParameters"] == {"name": "al", "room": "1"}
+    assert connect_event["multiValueQueryStringParameters"] == {
+        "name": ["alice", "al"],
+        "room": ["1"],
+    }
+    headers = connect_event["headers"]
+    assert headers["Sec-WebSocket-Version"] == "13" and headers["User-Agent"] == "recorder/1"
+    assert headers["X-Forwarded-For"] == "127.0.0.1" and headers["X-Forwarded-Proto"] == "https"
+    assert all(isinstance(v, list) for v in connect_event["multiValueHeaders"].values())
+    assert connect_event["isBase64Encoded"] is False and "body" not in connect_event
+    context = connect_event["requestContext"]
+    _common_context(context, connection_id, gateway)
+    assert (context["routeKey"], context["eventType"]) == ("$connect", "CONNECT")
+    assert "messageId" not in context and "disconnectStatusCode" not in context
+
+    for route, body in [("echo", '{"action": "echo", "n": 1}'), ("$default", "plain text")]:
+        message = by_route[route]["event"]
+        assert message["body"] == body and message["isBase64Encoded"] is False
+        assert "headers" not in message
+        context = message["requestContext"]
+        _common_context(context, connection_id, gateway)
+        assert (context["routeKey"], context["eventType"]) == (route, "MESSAGE")
+        assert (
+            re.fullmatch(ID, context["messageId"]) and context["messageId"] != context["requestId"]
+        )
+
+    gone = by_route["$disconnect"]["event"]
+    context = gone["requestContext"]
+    _common_context(context, connection_id, gateway)
+    assert (context["eventType"], context["disconnectStatusCode"]) == ("DISCONNECT", 1000)
+    assert context["disconnectReason"] == ""
+    assert set(gone["headers"]) == {"Host", "x-api-key", "X-Forwarded-For", "x-restapi"}
+
+    # Every event names the same connection time, and so does GET @connections.
+    connected_at = {entry["event"]["requestContext"]["connectedAt"] for entry in by_route.values()}
+    assert len(connected_at) == 1
+    assert int(info["ConnectedAt"].timestamp() * 1000) == connected_at.pop()
+    assert info["Identity"] == {"SourceIp": "127.0.0.1", "UserAgent": "recorder/1"}
+    request_ids = {entry["event"]["requestContext"]["requestId"] for entry in by_route.values()}
+    assert len(request_ids) == 4
+
+    # The Lambda context: a request id, the function's name, time left under the timeout.
+    lambda_context = by_route["echo"]["context"]
+    assert lambda_context["function_name"] == "recorder-handler"
+    assert 0 < lambda_context["remaining"] <= 29000
+    invoke = events.wait_for("invoke", route="echo")
+    assert invoke["statusCode"] == 200 and invoke["error"] is None
+    assert invoke["requestId"] == by_route["echo"]["event"]["requestContext"]["requestId"]
+
+
+def _disconnect_of(log: Path, connection_id: str) -> dict[str, Any]:
+    for entry in recorded(log):
+        context = entry["event"]["requestContext"]
+        if context["eventType"] == "DISCONNECT" and context["connectionId"] == connection_id:
+            return dict(context)
+    raise AssertionError(f"no $disconnect for {connection_id}")
+
+
+def test_disconnect_after_each_kind_of_close(events: EventLog, tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    write(tmp_path, "recorder.py", RECORDER)
+    app = app_from_flags(
+        code_dir=str(tmp_path), route=["$disconnect=recorder:handler"], env=[f"EVENT_LOG={log}"]
+    )
+    closes: dict[str, tuple[int, str]] = {}
+    with running_gateway(events, app=app, idle_timeout=1.0) as gateway:
+
+        @contextmanager
+        def opened(agent: str) -> Iterator[tuple[ClientConnection, str]]:
+            with connect(gateway.ws_url, open_timeout=WAIT, user_agent_header=agent) as client:
+                yield client, str(events.wait_for("connect", userAgent=agent)["connectionId"])
+
+        with opened("client-close") as (client, cid):
+            client.close(code=4000, reason="done here")
+            closes[cid] = (4000, "done here")
+        with opened("no-status") as (client, cid):
+            # A close frame with no status code (masked, empty payload), written on the socket.
+            client.socket.sendall(b"\x88\x80\x00\x00\x00\x00")
+            closes[cid] = (1005, "Client-side close frame status not set")
+            events.wait_for("disconnect", connectionId=cid)
+        with opened("deleted") as (client, cid):
+            management_client(gateway.endpoint).delete_connection(ConnectionId=cid)
+            closes[cid] = (1000, "")
+        with opened("idle") as (client, cid), pytest.raises(ConnectionClosed):
+            closes[cid] = (1001, "Going Away")
+            client.recv(timeout=WAIT)
+        with opened("shutdown") as (client, cid):
+            closes[cid] = (1001, "Going Away")
+            for earlier in list(closes)[:4]:
+                events.wait_for("disconnect", connectionId=earlier)
+            gateway.stop()
+    # Leaving the block stopped the gateway: the last client was closed by the shutdown, and its
+    # $disconnect still ran before the backends stopped.
+    for connection_id, (code, reason) in closes.items():
+        context = _disconnect_of(log, connection_id)
+        assert (context["disconnectStatusCode"], context["disconnectReason"]) == (code, reason)
+        assert context["routeKey"] == "$disconnect"
+
+
+def test_connect_refusals(events: EventLog, tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "gate.py",
+        """
+        import time
+
+        def handler(event, context):
+            name = (event.get("queryStringParameters") or {}).get("as")
+            if name == "raise":
+                raise ValueError("no such user")
+            if name == "slow":
+                time.sleep(30)
+            if name == "stranger":
+                return {"statusCode": 401, "body": "who are you?"}
+            if name == "bad":
+                return {"statusCode": "lots"}
+            return {"statusCode": 200}
+        """,
+    )
+    with backend(events, tmp_path, route=["$connect=gate:handler"], handler_timeout=1.0) as gateway:
+        for who, status in [("stranger", 401), ("raise", 502), ("slow", 502), ("bad", 502)]:
+            with pytest.raises(InvalidStatus) as refused:
+                connect(f"{gateway.ws_url}?as={who}", open_timeout=WAIT)
+            assert refused.value.response.status_code == status, who
+        assert refused.value.response.body is not None
+        with connect(f"{gateway.ws_url}?as=friend", open_timeout=WAIT) as client:
+            client.send("no routes but $connect")
+            assert json.loads(client.recv(timeout=WAIT))["message"] == "Forbidden"
+    errors = [event["error"] for event in events.named("invoke")]
+    assert any("no such user" in str(error) for error in errors)
+    assert any("timed out" in str(error).lower() for error in errors)
+    assert len(events.named("connect")) == 1
+
+
+def test_message_outcomes(events: EventLog, tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "routes.py",
+        """
+        import json, time
+
+        def boom(event, context):
+            raise RuntimeError("kaboom")
+
+        def slow(event, context):
+            time.sleep(30)
+
+        def answer(event, context):
+            body = json.loads(event["body"])
+            return {"statusCode": body.get("status", 200), "body": "answer:" + body["action"]}
+        """,
+    )
+    with (
+        backend(
+            events,
+            tmp_path,
+            route=[
+                "boom=routes:boom",
+                "slow=routes:slow",
+                "twoway=routes:answer",
+                "oneway=routes:answer",
+            ],
+            two_way=["twoway", "boom"],
+            handler_timeout=1.0,
+        ) as gateway,
+        connect(gateway.ws_url, open_timeout=WAIT) as client,
+    ):
+        connection_id = str(events.wait_for("connect")["connectionId"])
+
+        def frame(body: dict[str, object] | str) -> str:
+            client.send(body if isinstance(body, str) else json.dumps(body))
+            received = client.recv(timeout=WAIT)
+            assert isinstance(received, str)
+            return received
+
+        error = re.compile(
+            r'\{"message": "(Internal server error|Forbidden)", "connectionId":"(.+)", "requestId":"(.+)"\}'
+        )
+        for body in ({"action": "boom"}, {"action": "slow"}):
+            match = error.fullmatch(frame(body))
+            assert match and match.group(1) == "Internal server error", body
+            assert match.group(2) == connection_id
+        assert frame({"action": "twoway"}) == "answer:twoway"
+        # One-way: nothing comes back, so the next frame is the Forbidden of an unknown route.
+        client.send(json.dumps({"action": "oneway"}))
+        events.wait_for("invoke", route="oneway")
+        match = error.fullmatch(frame({"action": "nothing-here"}))
+        assert match and match.group(1) == "Forbidden"
+        # A non-2xx status on a two-way route sends nothing (the contract's choice).
+        client.send(json.dumps({"action": "twoway", "status": 500}))
+        events.wait_for("invoke", route="twoway", statusCode=500)
+        assert error.fullmatch(frame("not json"))
+    boom = events.wait_for("invoke", route="boom")
+    assert "kaboom" in str(boom["error"]) and boom["statusCode"] == 502
