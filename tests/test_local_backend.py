@@ -405,3 +405,253 @@ def test_message_outcomes(events: EventLog, tmp_path: Path) -> None:
         assert error.fullmatch(frame("not json"))
     boom = events.wait_for("invoke", route="boom")
     assert "kaboom" in str(boom["error"]) and boom["statusCode"] == 502
+
+
+AUTH = """
+import json
+import os
+
+
+def authorize(event, context):
+    with open(os.environ["EVENT_LOG"], "a") as log:
+        log.write(json.dumps({"event": event}) + "\\n")
+    token = event["headers"].get("Auth") or (event.get("queryStringParameters") or {}).get("token")
+    if token == "boom":
+        raise KeyError("database down")
+    if token == "nobody":
+        raise Exception("Unauthorized")
+    effect = "Allow" if token == "letmein" else "Deny"
+    return {
+        "principalId": "user-7",
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": effect,
+                           "Resource": event["methodArn"]}],
+        },
+        "context": {"tier": "gold", "limit": 5},
+    }
+
+
+def connect(event, context):
+    with open(os.environ["EVENT_LOG"], "a") as log:
+        log.write(json.dumps({"event": event}) + "\\n")
+    return {"statusCode": 200}
+"""
+
+
+def test_request_authorizer_outcomes(events: EventLog, tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    write(tmp_path, "auth.py", AUTH)
+    with backend(
+        events,
+        tmp_path,
+        route=["$connect=auth:connect"],
+        authorizer="auth:authorize",
+        identity_source="route.request.header.Auth",
+        env=[f"EVENT_LOG={log}"],
+    ) as gateway:
+        for token, status in [(None, 401), ("wrong", 403), ("nobody", 401), ("boom", 500)]:
+            headers = {} if token is None else {"Auth": token}
+            with pytest.raises(InvalidStatus) as refused:
+                connect(gateway.ws_url, open_timeout=WAIT, additional_headers=headers)
+            assert refused.value.response.status_code == status, token
+        with connect(gateway.ws_url, open_timeout=WAIT, additional_headers={"Auth": "letmein"}):
+            pass
+    entries = [entry["event"] for entry in recorded(log)]
+    # The missing identity never reached the authorizer: 4 authorizer calls, 1 $connect.
+    authorizer_events = [event for event in entries if event.get("type") == "REQUEST"]
+    assert len(authorizer_events) == 4
+    first = authorizer_events[0]
+    assert first["methodArn"] == "arn:aws:execute-api:us-east-1:123456789012:local/dev/$connect"
+    assert set(first) >= {
+        "type",
+        "methodArn",
+        "headers",
+        "multiValueHeaders",
+        "stageVariables",
+        "requestContext",
+    }
+    assert first["requestContext"]["eventType"] == "CONNECT"
+    connects = [event for event in entries if event.get("type") != "REQUEST"]
+    assert len(connects) == 1
+    authorizer = connects[0]["requestContext"]["authorizer"]
+    assert authorizer["principalId"] == "user-7"
+    assert (authorizer["tier"], authorizer["limit"]) == ("gold", 5)
+    assert isinstance(authorizer["integrationLatency"], int)
+    assert [d["status"] for d in events.named("denied")] == [401, 403, 401, 500]
+
+
+def test_iam_connect_events_carry_the_callers_identity(events: EventLog, tmp_path: Path) -> None:
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tests.conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
+
+    log = tmp_path / "events.jsonl"
+    write(tmp_path, "recorder.py", RECORDER)
+    with backend(
+        events, tmp_path, handler="recorder:handler", env=[f"EVENT_LOG={log}"], connect_auth="iam"
+    ) as gateway:
+        request = AWSRequest(method="GET", url=gateway.ws_url.replace("ws://", "http://"))
+        credentials = Credentials(FAKE_ACCESS_KEY, FAKE_SECRET_KEY)
+        SigV4QueryAuth(credentials, "execute-api", "us-east-1").add_auth(request)
+        with connect(request.url.replace("http://", "ws://"), open_timeout=WAIT) as client:
+            client.send("hi")
+            events.wait_for("invoke", route="$default")
+        with pytest.raises(InvalidStatus):
+            connect(gateway.ws_url, open_timeout=WAIT)
+        events.wait_for("invoke", route="$disconnect")
+    identities = [entry["event"]["requestContext"]["identity"] for entry in recorded(log)]
+    assert len(identities) == 3  # $connect, $default, $disconnect; the unsigned one never ran
+    for identity in identities:
+        assert identity["accessKey"] == FAKE_ACCESS_KEY
+        assert identity["accountId"] == "123456789012"
+        assert identity["userArn"].startswith("arn:aws:iam::123456789012:")
+        assert identity["caller"] and identity["user"]
+
+
+def test_lambda_targets_through_the_invoke_api(events: EventLog, tmp_path: Path) -> None:
+    from tests.lambda_server import lambda_server
+
+    def echo(event: Any) -> Any:
+        return {"statusCode": 200, "body": "echo:" + event["body"]}
+
+    def fail(event: Any) -> Any:
+        raise ValueError("remote failure")
+
+    def refuse(event: Any) -> Any:
+        return {"statusCode": 403}
+
+    with lambda_server({"Echo": echo, "Fail": fail, "Gate": refuse}) as server:
+        with (
+            backend(
+                events,
+                tmp_path,
+                route=[
+                    f"echo=lambda:Echo@{server.url}",
+                    f"fail=lambda:Fail@{server.url}",
+                    f"missing=lambda:Nope@{server.url}",
+                ],
+                two_way=["*"],
+            ) as gateway,
+            connect(gateway.ws_url, open_timeout=WAIT) as client,
+        ):
+            client.send('{"action": "echo"}')
+            assert client.recv(timeout=WAIT) == 'echo:{"action": "echo"}'
+            for action in ("fail", "missing"):
+                client.send(json.dumps({"action": action}))
+                frame = json.loads(client.recv(timeout=WAIT))
+                assert frame["message"] == "Internal server error", action
+        with (
+            backend(events, tmp_path, route=[f"$connect=lambda:Gate@{server.url}"]) as gateway,
+            pytest.raises(InvalidStatus) as refused,
+        ):
+            connect(gateway.ws_url, open_timeout=WAIT)
+        assert refused.value.response.status_code == 403
+    name, _, event = server.received[0]
+    assert name == "Echo" and event["requestContext"]["routeKey"] == "echo"
+    failed = events.wait_for("invoke", route="fail")
+    assert "remote failure" in str(failed["error"])
+    assert failed["target"] == f"lambda:Fail@{server.url}"
+
+
+def test_reload_on_change_keeps_clients_connected(events: EventLog, tmp_path: Path) -> None:
+    write(tmp_path, "echo.py", "def handler(event, context):\n    return {'body': 'v1'}\n")
+    with (
+        backend(events, tmp_path, handler="echo:handler", two_way=["*"]) as gateway,
+        connect(gateway.ws_url, open_timeout=WAIT) as client,
+    ):
+        client.send("which?")
+        assert client.recv(timeout=WAIT) == "v1"
+        source = tmp_path / "echo.py"
+        source.write_text("def handler(event, context):\n    return {'body': 'v2, edited'}\n")
+        # A new mtime even on filesystems with coarse timestamps.
+        stat = source.stat()
+        import os
+
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+        client.send("which now?")
+        assert client.recv(timeout=WAIT) == "v2, edited"
+    assert len(events.named("connect")) == 1
+    assert len(events.named("disconnect")) == 1
+
+
+def test_crashing_and_hanging_handlers_cost_only_their_invocation(
+    events: EventLog, tmp_path: Path
+) -> None:
+    write(
+        tmp_path,
+        "bad.py",
+        """
+        import os
+
+        def crash(event, context):
+            os._exit(3)
+
+        def spin(event, context):
+            while True:
+                pass
+
+        def ok(event, context):
+            return {"body": "still fine"}
+        """,
+    )
+    with (
+        backend(
+            events,
+            tmp_path,
+            route=["crash=bad:crash", "spin=bad:spin", "ok=bad:ok"],
+            two_way=["*"],
+            handler_timeout=1.0,
+        ) as gateway,
+        connect(gateway.ws_url, open_timeout=WAIT) as first,
+        connect(gateway.ws_url, open_timeout=WAIT) as second,
+    ):
+        first.send('{"action": "crash"}')
+        second.send('{"action": "spin"}')
+        assert json.loads(first.recv(timeout=WAIT))["message"] == "Internal server error"
+        assert json.loads(second.recv(timeout=WAIT))["message"] == "Internal server error"
+        for client in (first, second):
+            client.send('{"action": "ok"}')
+            assert client.recv(timeout=WAIT) == "still fine"
+    assert not events.named("error")
+    assert len(events.named("disconnect")) == 2
+
+
+def test_a_handler_that_raises_at_import_is_refused_before_listening(
+    events: EventLog, tmp_path: Path
+) -> None:
+    from wsconn.errors import ConfigError
+
+    write(tmp_path, "broken.py", "import json\nraise RuntimeError('no config file')\n")
+    with pytest.raises(ConfigError) as error:
+        with backend(events, tmp_path, handler="broken:handler"):
+            pass
+    assert "no config file" in str(error.value) and "\n" not in str(error.value)
+    assert not events.named("listening")
+
+
+def test_handler_output_becomes_log_events(events: EventLog, tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "talk.py",
+        """
+        import sys
+
+        def handler(event, context):
+            print("to stdout")
+            print("to stderr", file=sys.stderr)
+            return {"body": "ok"}
+        """,
+    )
+    with (
+        backend(events, tmp_path, route=["$default=talk:handler"], two_way=["*"]) as gateway,
+        connect(gateway.ws_url, open_timeout=WAIT) as client,
+    ):
+        client.send("x")
+        assert client.recv(timeout=WAIT) == "ok"
+        out = events.wait_for("log", stream="stdout")
+        err = events.wait_for("log", stream="stderr")
+    assert (out["route"], out["line"]) == ("$default", "to stdout")
+    assert (err["route"], err["line"]) == ("$default", "to stderr")
