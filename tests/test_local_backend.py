@@ -625,9 +625,8 @@ def test_a_handler_that_raises_at_import_is_refused_before_listening(
     from wsconn.errors import ConfigError
 
     write(tmp_path, "broken.py", "import json\nraise RuntimeError('no config file')\n")
-    with pytest.raises(ConfigError) as error:
-        with backend(events, tmp_path, handler="broken:handler"):
-            pass
+    with pytest.raises(ConfigError) as error, backend(events, tmp_path, handler="broken:handler"):
+        pass
     assert "no config file" in str(error.value) and "\n" not in str(error.value)
     assert not events.named("listening")
 

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import run_wsconn
-from tests.test_local_command import _read_event, local_gateway
+from tests.test_local_command import local_gateway
+
+
+def event_reader(stream: IO[bytes]) -> queue.Queue[dict[str, object]]:
+    """Every JSON event line, as it comes (a thread reads: lines may arrive in bursts)."""
+    lines: queue.Queue[dict[str, object]] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(json.loads(line))
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
 
 
 @pytest.mark.parametrize(
@@ -69,7 +84,8 @@ def test_wsconn_local_runs_a_handler_with_json_events(tmp_path: Path) -> None:
         "GREETING=hello ",
     ) as process:
         assert process.stdout is not None
-        listening = _read_event(process.stdout)
+        stream = event_reader(process.stdout)
+        listening = stream.get(timeout=15)
         assert listening["event"] == "listening"
         assert str(listening["callbackEndpoint"]).startswith("https://127.0.0.1:")
         with connect(str(listening["wsUrl"]), open_timeout=10) as client:
@@ -77,7 +93,7 @@ def test_wsconn_local_runs_a_handler_with_json_events(tmp_path: Path) -> None:
             assert client.recv(timeout=10) == "hello world"
         seen: dict[str, list[dict[str, object]]] = {}
         while "disconnect" not in seen or len(seen.get("invoke", [])) < 3:
-            event = _read_event(process.stdout)
+            event = stream.get(timeout=15)
             seen.setdefault(str(event["event"]), []).append(event)
     invokes = seen["invoke"]
     assert [i["route"] for i in invokes][:2] == ["$connect", "$default"]

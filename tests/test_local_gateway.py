@@ -636,6 +636,9 @@ def test_listening_comes_first_and_no_event_leaks_secrets(events: EventLog) -> N
         "auth": True,
         "accessKeyId": FAKE_ACCESS_KEY,
         "credentialSource": "test",
+        "connectAuth": "none",
+        "routes": [],
+        "callbackEndpoint": None,
     }
     assert len(events.named("listening")) == 1
     names = {event["event"] for event in events.all}
