@@ -112,8 +112,8 @@ def test_chat_app_broadcasts_to_everyone_but_the_sender_and_prunes_gone_ids(
     assert all(event["target"] == "chat:handler" for event in invokes)
     posts = events.named("post")
     assert len(posts) == 4 and all(post["status"] == 200 for post in posts)
-    denied = events.named("denied")
-    assert [d["status"] for d in denied] == [410]
+    gone = events.named("gone")
+    assert [g["status"] for g in gone] == [410] and gone[0]["connectionId"] == "Gone00000000000="
 
 
 RECORDER = """

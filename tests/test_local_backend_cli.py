@@ -102,3 +102,35 @@ def test_wsconn_local_runs_a_handler_with_json_events(tmp_path: Path) -> None:
         assert invoke["target"] == "app:handler" and invoke["error"] is None
     assert any(log["line"] == "handling $default" for log in seen["log"])
     json.dumps(seen)
+
+
+def test_terminal_shows_one_line_per_invocation_and_the_handlers_output(tmp_path: Path) -> None:
+    import re
+    import signal
+
+    (tmp_path / "app.py").write_text(
+        "import sys\n\n"
+        "def handler(event, context):\n"
+        "    print('said by the handler', file=sys.stderr)\n"
+        "    return {'statusCode': 200}\n"
+    )
+    with local_gateway(
+        "--route", "$default=app:handler", "--code-dir", str(tmp_path), json_events=False
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline().decode()
+        url = re.search(r"WebSocket (ws://\S+)", first)
+        assert url, first
+        assert "routes $default" in first
+        with connect(url.group(1), open_timeout=10) as client:
+            client.send("hi")
+            lines: list[str] = []
+            while not any("invoke" in line for line in lines):
+                lines.append(process.stdout.readline().decode())
+        process.send_signal(signal.SIGINT)
+        rest = process.stdout.read().decode()
+        assert process.wait(timeout=10) == 0
+    text = "".join(lines) + rest
+    assert re.search(r"invoke +\$default -> app:handler answered 200 in [\d.]+ ms \(\S+=\)", text)
+    assert re.search(r"log +\$default \(stderr\): said by the handler", text)
+    assert "Traceback" not in process.stderr.read().decode()

@@ -26,6 +26,8 @@ _EVENT_STYLES = {
     "denied": "red",
     "error": "bold red",
     "message": "cyan",
+    "invoke": "magenta",
+    "log": "dim",
 }
 
 
@@ -39,9 +41,15 @@ def describe(event: Mapping[str, object]) -> tuple[str, str]:
             if event.get("auth")
             else "NO signature checks"
         )
+        routes = event.get("routes")
+        backend = (
+            f"  routes {', '.join(map(str, routes))}, callbacks {event.get('callbackEndpoint')}"
+            if isinstance(routes, list) and routes
+            else ""
+        )
         return name, (
             f"WebSocket {event.get('wsUrl')}  management {event.get('endpoint')}/@connections/{{id}}"
-            f"  region {event.get('region')}, {auth}"
+            f"  region {event.get('region')}, {auth}{backend}"
         )
     if name == "connect":
         return (
@@ -66,6 +74,20 @@ def describe(event: Mapping[str, object]) -> tuple[str, str]:
             f"{event.get('method')} {cid} -> {event.get('status')} {event.get('errorType')}: "
             f"{event.get('reason')}"
         )
+    if name == "invoke":
+        # One line per invocation: route, target, outcome, time; the request id to grep logs by.
+        outcome = (
+            f"failed: {event.get('error')}"
+            if event.get("error")
+            else f"answered {event.get('statusCode')}"
+        )
+        return name, (
+            f"{event.get('route')} -> {event.get('target')} {outcome} "
+            f"in {event.get('durationMs')} ms ({event.get('requestId')})"
+        )
+    if name == "log":
+        stream = " (stderr)" if event.get("stream") == "stderr" else ""
+        return name, f"{event.get('route')}{stream}: {event.get('line')}"
     if name == "denied":
         return name, (
             f"{event.get('method')} {event.get('path')} -> {event.get('status')} "
