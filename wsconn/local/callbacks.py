@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from wsconn.errors import ConfigError
 from wsconn.local.credentials import LocalCredentials
 
 _WILDCARDS = {"0.0.0.0", "::", ""}
@@ -76,6 +75,8 @@ class CallbackListener:
             try:
                 existing = Path(trusted).read_bytes()
             except OSError as exc:
+                from wsconn.errors import ConfigError
+
                 raise ConfigError(
                     f"AWS_CA_BUNDLE {trusted}: {exc.strerror or exc} (the handlers' CA bundle)"
                 ) from None

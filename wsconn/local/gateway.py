@@ -58,7 +58,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import format_datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
@@ -66,19 +66,16 @@ from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION, MAX_PAYLOAD
 from wsconn.local import routes, sigv4
 from wsconn.local.app import App, Function
-from wsconn.local.backends import Backends
-from wsconn.local.callbacks import (
-    CallbackListener,
-    callback_host,
-    domain_name,
-    handler_environment,
-    user_ca_bundle,
-)
+from wsconn.local.callbacks import domain_name
 from wsconn.local.credentials import LocalCredentials, resolve_credentials
 from wsconn.local.events import Event, EventSink, make_event
 from wsconn.local.integration import Integration, Refusal
 from wsconn.local.routes import Caller
 from wsconn.timestamps import iso_ms, utc_now
+
+if TYPE_CHECKING:
+    from wsconn.local.backends import Backends
+    from wsconn.local.callbacks import CallbackListener
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +319,15 @@ class LocalGateway:
         app = self.config.app
         if not app.has_backend and app.authorizer is None:
             return
+        # Only with a backend: these bring in click (errors) and trustme (the run's CA).
+        from wsconn.local.backends import Backends
+        from wsconn.local.callbacks import (
+            CallbackListener,
+            callback_host,
+            handler_environment,
+            user_ca_bundle,
+        )
+
         callbacks = CallbackListener(callback_host(self.config.host))
         self._callbacks = callbacks
 
