@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,6 +17,8 @@ from subprocess import DEVNULL
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".venv"
 WSCONN = VENV / "bin" / "wsconn"
+NODE_PEERS = REPO / "benchmarks" / ".node-peers"  # npm installs the JS SDK here (git ignores it)
+JS_SDK = "@aws-sdk/client-apigatewaymanagementapi"
 ACCESS_KEY = "AKIABENCHMARK0000001"
 SECRET_KEY = "benchmark/fake/secret/key/0000000000000"
 LOOPBACK = "127.0.0.1,localhost"
@@ -43,6 +47,33 @@ def hermetic_env(home: Path) -> dict[str, str]:
         "NO_PROXY": LOOPBACK,
         "no_proxy": LOOPBACK,
     }
+
+
+def ensure_js_sdk() -> tuple[str, str]:
+    """npm-install the JS SDK into benchmarks/.node-peers unless it is there.
+
+    Returns node's version and the SDK's. The machine's own node runs it; npm is needed once.
+    """
+    if not shutil.which("node"):
+        raise BenchError("node not found: the JS SDK peer needs Node.js (and npm, once)")
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True)
+    package = NODE_PEERS / "node_modules" / JS_SDK / "package.json"
+    if not package.exists():
+        if not shutil.which("npm"):
+            raise BenchError("npm not found: the JS SDK peer needs Node.js and npm")
+        print(f"setting up benchmarks/.node-peers (npm install {JS_SDK}) ...")
+        NODE_PEERS.mkdir(exist_ok=True)
+        (NODE_PEERS / "package.json").write_text('{"private": true}\n')
+        npm = ["npm", "install", "--no-audit", "--no-fund", "--silent", JS_SDK]
+        subprocess.run(npm, cwd=NODE_PEERS, check=True, timeout=600)
+    return node.stdout.strip(), str(json.loads(package.read_text())["version"])
+
+
+def node_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` plus where the benchmark's JS scripts find the SDK, and the region the JS SDK reads
+    (AWS_REGION, as Lambda sets it; it ignores AWS_DEFAULT_REGION)."""
+    modules = str(NODE_PEERS / "node_modules")
+    return env | {"WSCONN_BENCH_NODE_MODULES": modules, "AWS_REGION": env["AWS_DEFAULT_REGION"]}
 
 
 def require_repo_venv(parser: argparse.ArgumentParser) -> None:

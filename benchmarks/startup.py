@@ -1,6 +1,6 @@
-"""Start-up benchmark: `wsconn send` against `aws apigatewaymanagementapi post-to-connection`.
+"""Start-up benchmark: `wsconn send` against the AWS CLI and the JS SDK v3's PostToConnectionCommand.
 
-Both post "hello" to one WebSocket client of the project's local gateway on 127.0.0.1, as whole
+Each posts "hello" to one WebSocket client of the project's local gateway on 127.0.0.1, as whole
 processes, interleaved. Also times `wsconn --help`, shell completion and `python -c pass`, and
 checks that --help and completion import none of botocore, requests, rich or aiohttp.
 Run with the repo's venv: `.venv/bin/python benchmarks/startup.py [--runs N] [--json PATH]`.
@@ -20,19 +20,24 @@ from pathlib import Path
 
 from _common import (
     ACCESS_KEY,
+    JS_SDK,
     REPO,
     SECRET_KEY,
     WSCONN,
     BenchError,
+    ensure_js_sdk,
     hermetic_env,
+    node_env,
     require_repo_venv,
 )
 
 PEERS = REPO / "benchmarks" / ".venv-peers"
 AWS = PEERS / "bin" / "aws"
+JS_SEND = REPO / "benchmarks" / "_js_send.mjs"  # the seed's Node.js snippet as one process
 MESSAGE = "hello"
 FORBIDDEN = ("botocore", "requests", "rich", "aiohttp")
 RATIO_BAR = 0.5
+JS_RATIO_AIM = 0.8  # issue 13: wsconn send <= 0.8x the Node snippet's wall time
 HELP_AIM_MS = 80.0
 WARMUPS = 2
 TIMEOUT = 60.0  # seconds for any one process
@@ -177,7 +182,9 @@ def main() -> int:
     from wsconn.local.gateway import GatewayConfig, GatewayThread
 
     aws_version = ensure_peers()
-    print(f"python {sys.version.split()[0]}, wsconn {__version__}, {aws_version}")
+    node_version, js_version = ensure_js_sdk()
+    print(f"python {sys.version.split()[0]}, wsconn {__version__}, {aws_version}, ", end="")
+    print(f"node {node_version}, {JS_SDK} {js_version}")
     events: list[dict[str, object]] = []
     config = GatewayConfig(port=0, credentials=LocalCredentials(ACCESS_KEY, SECRET_KEY))
     gateway = GatewayThread(config, on_event=events.append)
@@ -201,7 +208,12 @@ def main() -> int:
             post += ["--endpoint-url", endpoint, "--connection-id", conn_id, "--data", MESSAGE]
             complete_env = {**env, "_WSCONN_COMPLETE": "bash_complete"}
             complete_env |= {"COMP_WORDS": "wsconn se", "COMP_CWORD": "1"}
-            posting = {"wsconn send": (send, env), "aws post-to-connection": (post, env)}
+            js = ["node", str(JS_SEND), endpoint, conn_id, MESSAGE]
+            posting = {
+                "wsconn send": (send, env),
+                "aws post-to-connection": (post, env),
+                "node PostToConnection": (js, node_env(env)),
+            }
             local = {
                 "wsconn --help": ([str(WSCONN), "--help"], env),
                 "wsconn completion": ([str(WSCONN)], complete_env),
@@ -224,24 +236,27 @@ def main() -> int:
             gateway.stop()
 
     stats = {name: summary(samples) for name, samples in times.items()}
-    print(f"\n{'command':<24}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'max ms':>9}{'runs':>6}")
+    print(f"\n{'command':<26}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'max ms':>9}{'runs':>6}")
     for name, s in stats.items():
         print(
-            f"{name:<24}{s['median_ms']:>11.1f}{s['p90_ms']:>9.1f}"
+            f"{name:<26}{s['median_ms']:>11.1f}{s['p90_ms']:>9.1f}"
             f"{s['min_ms']:>9.1f}{s['max_ms']:>9.1f}{s['runs']:>6}"
         )
     ratio = stats["wsconn send"]["median_ms"] / stats["aws post-to-connection"]["median_ms"]
+    js_ratio = stats["wsconn send"]["median_ms"] / stats["node PostToConnection"]["median_ms"]
     help_ms = stats["wsconn --help"]["median_ms"]
     ratio_ok, help_ok = ratio <= RATIO_BAR, help_ms < HELP_AIM_MS
     print(f"\ndelivered: {receiver.delivered} messages {MESSAGE!r}, none unexpected")
     print(f"wsconn send / aws post-to-connection: {ratio:.2f} (bar <= {RATIO_BAR}) ", end="")
     print("ok" if ratio_ok else "MISSED")
+    print(f"wsconn send / node PostToConnectionCommand: {js_ratio:.2f} ", end="")
+    print(f"(aim <= {JS_RATIO_AIM}) {'ok' if js_ratio <= JS_RATIO_AIM else 'MISSED'}")
     print(f"wsconn --help median {help_ms:.1f} ms (aim < {HELP_AIM_MS:.0f} ms) ", end="")
     print("ok" if help_ok else "over")
     for what, bad in (("--help", bad_help), ("completion", bad_complete)):
         found = f"FORBIDDEN {', '.join(bad)}" if bad else f"none of {', '.join(FORBIDDEN)}"
         print(f"wsconn {what} imports {found}")
-    if not ratio_ok:
+    if not ratio_ok or js_ratio > JS_RATIO_AIM:
         print("\nwsconn send, top imports by cumulative time (cumulative, self, module):")
         print("\n".join(top_imports(send_rows)))
 
@@ -249,6 +264,7 @@ def main() -> int:
         result = {
             "stats": stats,
             "ratio_send_vs_aws": ratio,
+            "ratio_send_vs_node": js_ratio,
             "help_median_ms": help_ms,
             "forbidden_imports": {"help": bad_help, "completion": bad_complete},
             "delivered": receiver.delivered,
@@ -256,6 +272,8 @@ def main() -> int:
                 "python": sys.version.split()[0],
                 "wsconn": __version__,
                 "aws": aws_version,
+                "node": node_version,
+                JS_SDK: js_version,
             },
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
