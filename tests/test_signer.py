@@ -101,3 +101,45 @@ def test_dot_segments_are_removed_as_botocore_does(path: str) -> None:
     from wsconn.auth import remove_dot_segments
 
     assert (remove_dot_segments(path) or "/") == normalize_url_path(path)
+
+
+@pytest.mark.parametrize(
+    "token", [None, "FQoGZXIvYXdzEJr//session+token=", "FQoG  ZXIv   session  token="]
+)
+@pytest.mark.parametrize(
+    ("method", "base", "body"),
+    [
+        ("POST", "/prod", b"hello"),
+        ("GET", "", b""),
+        ("DELETE", "/base/./path/../x", b""),
+        ("POST", "//double", b"\x00\xff"),
+    ],
+)
+@pytest.mark.parametrize("connection_id", ["R0oXAdfD0kwCH6w=", "a+b/c=", "x_y-z.~", ".", "..", "é"])
+def test_the_fan_out_signer_signs_as_the_signer_does(
+    method: str, base: str, body: bytes, connection_id: str, token: str | None
+) -> None:
+    from wsconn.auth import RequestSigner
+    from wsconn.endpoint import encode_connection_id
+
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token, "env")
+    signer = Signer(creds, "eu-west-1")
+    prefix = f"{base}/@connections/"
+    fan_out = RequestSigner(signer, method, "h.example:8443", prefix, body)
+    encoded = encode_connection_id(connection_id)
+    for moment in (MOMENT, MOMENT.replace(day=30, second=59)):  # the day's key follows the date
+        expected = signer.sign(method, "h.example:8443", prefix + encoded, body, now=moment)
+        amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
+        assert fan_out.authorization(encoded, amz_date) == expected.headers["authorization"]
+
+
+def test_amz_date_is_now_in_sigv4_form() -> None:
+    import time
+
+    from wsconn.auth import amz_date
+
+    before = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = amz_date()
+    after = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    assert before <= stamp <= after
+    assert len(stamp) == 16 and stamp[8] == "T" and stamp.endswith("Z")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -259,7 +261,7 @@ class Signer:
                 # SigV4's trimall: runs of spaces inside a value (a session token's) count as one.
                 "".join(f"{name}:{' '.join(value.split())}\n" for name, value in headers.items()),
                 signed_names,
-                hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256,
+                _payload_hash(body),
             )
         )
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
@@ -274,6 +276,74 @@ class Signer:
             f"SignedHeaders={signed_names}, Signature={signature}"
         )
         return SignedHeaders(headers, canonical_request, string_to_sign)
+
+
+class RequestSigner:
+    """SigV4 for many requests that differ only in their connection and second (the fan-out).
+
+    Everything else is computed once: the signed-header names and their canonical lines, the
+    body's hash, the canonical path up to the connection, the scope and the day's key. Signing
+    one request is then one SHA-256 and one HMAC, with the same result as `Signer.sign`.
+    """
+
+    def __init__(self, signer: Signer, method: str, host: str, prefix: str, body: bytes) -> None:
+        """`prefix`: the wire path up to the encoded connection id ("/stage/@connections/")."""
+        self._signer = signer
+        self._method = method
+        self._host = host
+        self._prefix = prefix
+        self._canonical_prefix = canonical_uri(prefix)
+        token = signer.credentials.token
+        self.signed_names = "host;x-amz-date" + (";x-amz-security-token" if token else "")
+        trimmed = " ".join(token.split()) if token else ""  # SigV4's trimall, as Signer.sign
+        self._token_line = f"x-amz-security-token:{trimmed}\n" if token else ""
+        self._tail = "\n" + self.signed_names + "\n" + _payload_hash(body)
+        self._day: tuple[str, str, str, bytes] = ("", "", "", b"")  # day, scope, credential, key
+
+    def authorization(self, encoded_id: str, amz_date: str) -> str:
+        """The Authorization header for `prefix + encoded_id`, signed at `amz_date`."""
+        if _PLAIN_SEGMENT.fullmatch(encoded_id) and encoded_id not in (".", ".."):
+            # Unreserved characters and %XX escapes: SigV4 encodes only the '%' once more.
+            path = self._canonical_prefix + encoded_id.replace("%", "%25")
+        else:
+            path = canonical_uri(self._prefix + encoded_id)
+        day, scope, credential, key = self._day  # one read: workers sign from many threads
+        if day != amz_date[:8]:
+            signer = self._signer
+            day = amz_date[:8]
+            scope = f"{day}/{signer.region}/{signer.service}/aws4_request"
+            credential = f"{ALGORITHM} Credential={signer.credentials.access_key}/{scope}"
+            key = signer._signing_key(day)
+            self._day = (day, scope, credential, key)
+        canonical_request = (
+            f"{self._method}\n{path}\n\nhost:{self._host}\nx-amz-date:{amz_date}\n"
+            f"{self._token_line}{self._tail}"
+        )
+        string_to_sign = (
+            f"{ALGORITHM}\n{amz_date}\n{scope}\n"
+            + hashlib.sha256(canonical_request.encode()).hexdigest()
+        )
+        signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+        return f"{credential}, SignedHeaders={self.signed_names}, Signature={signature}"
+
+
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9._~%-]+")
+_second: tuple[int, str] = (0, "")  # the last second formatted, replaced in one assignment
+
+
+def amz_date() -> str:
+    """Now, as X-Amz-Date ("20261129T051000Z"), formatted once per second."""
+    global _second
+    now = int(time.time())
+    second, text = _second
+    if second != now:
+        text = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        _second = (now, text)
+    return text
+
+
+def _payload_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from wsconn import __version__
-from wsconn.auth import SignedHeaders, Signer
-from wsconn.endpoint import Endpoint
+from wsconn.auth import RequestSigner, SignedHeaders, Signer, amz_date
+from wsconn.endpoint import Endpoint, encode_connection_id
 from wsconn.errors import (
     ClientError,
     ConnectionGone,
@@ -36,6 +36,7 @@ from wsconn.errors import (
     WsconnError,
 )
 from wsconn.limits import MAX_PAYLOAD, too_large
+from wsconn.wire import Wire
 
 USER_AGENT = f"wsconn/{__version__}"
 BACKOFF_BASE = 0.25  # seconds; full jitter over base * 2**attempt
@@ -115,7 +116,20 @@ class _Response:
     body: bytes
     method: str
     url: str
-    signed: SignedHeaders
+    signed: SignedHeaders | None  # None on the fan-out's fast path (it explains nothing)
+
+
+@dataclass(frozen=True)
+class _Template:
+    """What every request of one kind (method and body) of a fan-out shares."""
+
+    signer: RequestSigner
+    prefix: str  # the wire path up to the encoded connection id
+    origin: str  # "scheme://host" before the path through an HTTP proxy, else ""
+    headers: str  # the header lines that never change, each ending in CRLF
+
+
+_UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
 
 
 class ManagementClient:
@@ -168,6 +182,16 @@ class ManagementClient:
                 cast(type[urllib3.connection.HTTPConnection], self._pool.ConnectionCls),
                 self._timings,
             )
+        # A fan-out (paced, untraced) writes its requests on the pool's connections itself.
+        self._wire: Wire | None = None
+        self._templates: dict[tuple[str, bytes], _Template | None] = {}
+        if pacer is not None and tracer is None:
+            from urllib3.util.proxy import connection_requires_http_tunnel
+
+            pool = self._pool
+            tunnel = connection_requires_http_tunnel(pool.proxy, pool.proxy_config, endpoint.scheme)
+            self._wire = Wire(pool, tunnel=tunnel, timeout=timeout)
+            self._proxy_headers: dict[str, str] = {} if tunnel else dict(pool.proxy_headers)
 
     def close(self) -> None:
         self.session.close()
@@ -266,8 +290,10 @@ class ManagementClient:
         error.latency_ms = _ms_since(started)
         return error
 
-    def _sent_request(self, response: _Response) -> SentRequest:
+    def _sent_request(self, response: _Response) -> SentRequest | None:
         """What was sent, for explaining a refusal (built only when one comes)."""
+        if response.signed is None:
+            return None
         credentials = self.signer.credentials
         endpoint = self.endpoint
         # "{api-id}-{vpce-id}.execute-api..." for private APIs: the api id is the first part.
@@ -304,7 +330,55 @@ class ManagementClient:
         url = f"{endpoint.scheme}://{endpoint.netloc}{path}"
         return Prepared(method, url, path, headers, body, signed)
 
+    def _template(self, method: str, body: bytes) -> _Template | None:
+        """The fixed part of a fan-out's requests; None when a value cannot be written raw."""
+        endpoint = self.endpoint
+        token = self.signer.credentials.token
+        headers = {"host": endpoint.netloc, "user-agent": USER_AGENT}
+        headers["accept-encoding"] = "identity"  # what http.client sends: answers uncompressed
+        if method != "GET":
+            headers["content-length"] = str(len(body))
+        if token:
+            headers["x-amz-security-token"] = token
+        headers |= self._proxy_headers
+        if any(_UNSAFE_HEADER.search(value) for value in headers.values()):
+            return None  # let http.client refuse it, as a single call would
+        prefix = endpoint.connection_path("")
+        return _Template(
+            RequestSigner(self.signer, method, endpoint.netloc, prefix, body),
+            prefix,
+            f"{endpoint.scheme}://{endpoint.netloc}" if self._absolute_urls else "",
+            "".join(f"{name}: {value}\r\n" for name, value in headers.items()),
+        )
+
+    def _send_fast(
+        self, wire: Wire, template: _Template, method: str, connection_id: str, body: bytes
+    ) -> _Response:
+        """One signed request on the wire, written and read without per-call objects."""
+        path = template.prefix + (encoded := encode_connection_id(connection_id))
+        when = amz_date()
+        authorization = template.signer.authorization(encoded, when)
+        head = (
+            f"{method} {template.origin}{path} HTTP/1.1\r\n{template.headers}"
+            f"x-amz-date: {when}\r\nauthorization: {authorization}\r\n\r\n"
+        )
+        try:
+            answer = wire.exchange(head.encode("latin-1") + body)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _network_error(exc, self.endpoint, self.timeout, self._proxy_name()) from None
+        url = f"{self.endpoint.scheme}://{self.endpoint.netloc}{path}"
+        return _Response(
+            answer.status, answer.reason, answer.headers, answer.body, method, url, None
+        )
+
     def _send_once(self, method: str, connection_id: str, body: bytes) -> _Response:
+        if self._wire is not None:
+            key = (method, body)
+            if key not in self._templates:
+                self._templates[key] = self._template(method, body)
+            template = self._templates[key]
+            if template is not None:
+                return self._send_fast(self._wire, template, method, connection_id, body)
         request = self.prepare(method, connection_id, body)
         traced = self.tracer is not None
         if self.tracer:

@@ -10,6 +10,7 @@ Nothing here does I/O; only the standard library is imported.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -153,6 +154,7 @@ def is_url(text: str) -> bool:
     return "://" in text
 
 
+@functools.lru_cache(maxsize=16)  # a fan-out resolves the same --endpoint for every id
 def parse_endpoint(url: str, source: str) -> Endpoint:
     """Parse an endpoint URL of any accepted form; raise ConfigError with the reason if it is not one."""
     endpoint, connection_id = _split_url(url, source)
