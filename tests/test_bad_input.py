@@ -101,6 +101,7 @@ CASES = [
     Case("--ids FILE and a message", ["send", "--endpoint", "{ep}", "--ids", "{tmp}/ids.txt", "hi"], USAGE, "with --ids, the message goes in -d: --ids {tmp}/ids.txt -d hi"),
     Case("an endpoint URL as CONNECTION", ["send", "{ep}", ID, "hi"], USAGE, "is an endpoint, not a connection: pass it with --endpoint"),
     Case("a wss endpoint as CONNECTION", ["status", "wss://abc123.execute-api.us-east-1.amazonaws.com/prod", ID], USAGE, "is an endpoint, not a connection: pass it with --endpoint"),
+    Case("an endpoint URL as CONNECTION, and a bad option value", ["send", "{ep}", ID, "hi", "--timeout", "0"], USAGE, "Invalid value for '--timeout'"),
     Case("--interval without --watch", ["status", "--endpoint", "{ep}", "--interval", "5", ID], USAGE, "--interval goes with --watch"),
     Case("-q and -v", ["send", "--endpoint", "{ep}", "-q", "-v", ID, "m"], USAGE, "-q/--quiet and -v/--verbose contradict"),
     Case("--watch with --ids", ["status", "--endpoint", "{ep}", "--watch", "--ids", "{tmp}/ids.txt"], USAGE, "--watch follows one connection"),

@@ -106,132 +106,95 @@ def _region(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     return None if value is None else check_region(value, "--region")
 
 
-# (option, used by `config`)
-_SHARED_OPTIONS: list[tuple[Callable[[F], F], bool]] = [
-    (
-        click.option(
-            "--endpoint",
-            "--endpoint-url",
-            "endpoint",
-            metavar="URL",
-            help="Management endpoint URL: https://, http://, or the clients' wss:// or ws://.",
-        ),
-        True,
+_SHARED_OPTIONS = [
+    click.option(
+        "--endpoint",
+        "--endpoint-url",
+        "endpoint",
+        metavar="URL",
+        help="Management endpoint URL: https://, http://, or the clients' wss:// or ws://.",
     ),
-    (click.option("--api-id", metavar="ID", help="API id; use with --stage (and --region)."), True),
-    (
-        click.option(
-            "--stage",
-            metavar="NAME",
-            callback=_stage,
-            help="Stage name, e.g. prod or '$default' (quoted).",
-        ),
-        True,
+    click.option("--api-id", metavar="ID", help="API id; use with --stage (and --region)."),
+    click.option(
+        "--stage",
+        metavar="NAME",
+        callback=_stage,
+        help="Stage name, e.g. prod or '$default' (quoted).",
     ),
-    (
-        click.option(
-            "--region",
-            metavar="REGION",
-            callback=_region,
-            help="AWS region (default: from the host or profile).",
-        ),
-        True,
+    click.option(
+        "--region",
+        metavar="REGION",
+        callback=_region,
+        help="AWS region (default: from the host or profile).",
     ),
-    (
-        click.option(
-            "--profile",
-            metavar="NAME",
-            shell_complete=profile_names,
-            help="AWS profile from ~/.aws/config (as the AWS CLI).",
-        ),
-        True,
+    click.option(
+        "--profile",
+        metavar="NAME",
+        shell_complete=profile_names,
+        help="AWS profile from ~/.aws/config (as the AWS CLI).",
     ),
-    (
-        click.option(
-            "-o",
-            "--output",
-            type=click.Choice(["auto", "text", "json"]),
-            help="auto: rich on a terminal, text when piped; json: one object on stdout.",
-        ),
-        True,
+    click.option(
+        "-o",
+        "--output",
+        type=click.Choice(["auto", "text", "json"]),
+        help="auto: rich on a terminal, text when piped; json: one object on stdout.",
     ),
-    (
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            metavar="SECONDS",
-            help=f"Connect and read timeout per attempt [default: {DEFAULT_TIMEOUT:g}].",
-        ),
-        True,
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="SECONDS",
+        help=f"Connect and read timeout per attempt [default: {DEFAULT_TIMEOUT:g}].",
     ),
-    (
-        click.option(
-            "--retries",
-            type=click.IntRange(min=0, max=10),
-            metavar="N",
-            help=f"Retries for 429, 5xx and connection errors [default: {DEFAULT_RETRIES}].",
-        ),
-        True,
+    click.option(
+        "--retries",
+        type=click.IntRange(min=0, max=10),
+        metavar="N",
+        help=f"Retries for 429, 5xx and connection errors [default: {DEFAULT_RETRIES}].",
     ),
-    (
-        click.option(
-            "--ca-bundle",
-            type=click.Path(dir_okay=False),
-            metavar="PATH",
-            help="CA certificates to verify TLS with (default: AWS_CA_BUNDLE, then the system's).",
-        ),
-        True,
+    click.option(
+        "--ca-bundle",
+        type=click.Path(dir_okay=False),
+        metavar="PATH",
+        help="CA certificates to verify TLS with (default: AWS_CA_BUNDLE, then the system's).",
     ),
-    (
-        click.option(
-            "-v",
-            "--verbose",
-            count=True,
-            help="Show on stderr how the call resolved, the canonical request and string-to-sign, "
-            "the request and response, and timings (secrets redacted).",
-        ),
-        False,
+    click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="Show on stderr how the call resolved, the canonical request and string-to-sign, "
+        "the request and response, and timings (secrets redacted).",
     ),
-    (
-        click.option(
-            "-q",
-            "--quiet",
-            is_flag=True,
-            default=None,
-            help="On stderr only the one-line error: no explanation, no confirmation, no progress.",
-        ),
-        False,
+    click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        default=None,
+        help="On stderr only the one-line error: no explanation, no confirmation, no progress.",
     ),
-    (
-        click.option(
-            "--dry-run",
-            is_flag=True,
-            default=None,
-            help="Resolve and sign, then print the request as a curl command instead of sending it.",
-        ),
-        False,
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        default=None,
+        help="Resolve and sign, then print the request as a curl command instead of sending it.",
     ),
     # Read by main() from the arguments, since it must work even when parsing fails.
-    (
-        click.option(
-            "--debug", is_flag=True, default=None, help="Show tracebacks for internal errors."
-        ),
-        True,
+    click.option(
+        "--debug", is_flag=True, default=None, help="Show tracebacks for internal errors."
     ),
 ]
+# Options that change nothing `config` shows: left out of its --help.
+_NOT_FOR_CONFIG = {"verbose", "quiet", "dry_run"}
 
 
 def shared_options(command: F) -> F:
-    for option, _ in reversed(_SHARED_OPTIONS):
+    for option in reversed(_SHARED_OPTIONS):
         command = option(command)
     return command
 
 
-def config_options(command: F) -> F:
+def config_options(command: click.Command) -> click.Command:
     """The shared options that change what `config` resolves (not -v, -q, --dry-run)."""
-    for option, for_config in reversed(_SHARED_OPTIONS):
-        if for_config:
-            command = option(command)
+    command.params = [p for p in command.params if p.name not in _NOT_FOR_CONFIG]
     return command
 
 
@@ -260,9 +223,10 @@ class ConnectionCommand(click.Command):
         ]
         try:
             return super().parse_args(ctx, marked)
-        except click.UsageError:
+        except click.UsageError as error:
             connection = ctx.params.get("connection")
-            if isinstance(connection, str) and _is_endpoint_url(connection):
+            extra_arguments = type(error) is click.UsageError  # not a bad option or value
+            if extra_arguments and isinstance(connection, str) and _is_endpoint_url(connection):
                 # `send wss://.../prod ID hi`: the endpoint was given where the connection goes.
                 raise UsageError(
                     f"{connection} is an endpoint, not a connection: pass it with "
@@ -587,6 +551,7 @@ def disconnect(ctx: click.Context, /, connection: str | None, **values: Any) -> 
     )
 
 
+@config_options
 @cli.command(cls=ConnectionCommand, epilog=EXIT_EPILOG)
 @click.argument("connection", required=False, callback=_unmark)
 @click.option(
@@ -594,7 +559,7 @@ def disconnect(ctx: click.Context, /, connection: str | None, **values: Any) -> 
     is_flag=True,
     help="Print nothing when every setting resolves; else say what is missing (exit 8).",
 )
-@config_options
+@shared_options
 @click.pass_context
 def config(ctx: click.Context, /, connection: str | None, check: bool, **values: Any) -> None:
     """Show how each setting resolves, and from where (like `aws configure list`).

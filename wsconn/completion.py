@@ -5,7 +5,6 @@ Completion runs on every Tab press: standard library and click only (no botocore
 
 from __future__ import annotations
 
-import configparser
 import os
 from pathlib import Path
 
@@ -39,6 +38,8 @@ def profile_names(
     _ctx: click.Context, _param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """`--profile`: the profiles named in the AWS config and credentials files."""
+    import configparser  # here: only a Tab after --profile pays for it
+
     names: set[str] = set()
     files = (
         (os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config", True),
