@@ -654,3 +654,79 @@ def test_handler_output_becomes_log_events(events: EventLog, tmp_path: Path) -> 
         err = events.wait_for("log", stream="stderr")
     assert (out["route"], out["line"]) == ("$default", "to stdout")
     assert (err["route"], err["line"]) == ("$default", "to stderr")
+
+
+CORPORATE = """
+import json
+import os
+import ssl
+import urllib.request
+
+import boto3
+
+
+def handler(event, context):
+    ctx = event["requestContext"]
+    # The user's own trust (a corporate proxy's root) still works for their other calls...
+    tls = ssl.create_default_context(cafile=os.environ["AWS_CA_BUNDLE"])
+    corporate = urllib.request.urlopen(os.environ["CORPORATE_URL"], context=tls).read().decode()
+    # ...and the callback to the gateway is trusted too.
+    api = boto3.client(
+        "apigatewaymanagementapi", endpoint_url=f"https://{ctx['domainName']}/{ctx['stage']}"
+    )
+    api.post_to_connection(ConnectionId=ctx["connectionId"], Data=b"callback ok")
+    # A client built with no endpoint at all reaches the gateway through the environment.
+    bare = boto3.client("apigatewaymanagementapi")
+    info = bare.get_connection(ConnectionId=ctx["connectionId"])
+    return {"body": corporate + " / " + info["Identity"]["SourceIp"]}
+"""
+
+
+@pytest.mark.parametrize("given_by", ["environment", "--env"])
+def test_callbacks_trust_the_run_ca_and_keep_the_users_own_bundle(
+    events: EventLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given_by: str
+) -> None:
+    import http.server
+    import ssl
+    import threading
+
+    import trustme
+
+    corporate_ca = trustme.CA()
+    bundle = tmp_path / "corporate-root.pem"
+    corporate_ca.cert_pem.write_to_path(str(bundle))
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"corporate ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    corporate_ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = [f"CORPORATE_URL=https://127.0.0.1:{server.server_address[1]}/"]
+    if given_by == "environment":
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+    else:
+        env.append(f"AWS_CA_BUNDLE={bundle}")
+    write(tmp_path, "corp.py", CORPORATE)
+    try:
+        with (
+            backend(
+                events, tmp_path, route=["$default=corp:handler"], env=env, two_way=["*"]
+            ) as gateway,
+            connect(gateway.ws_url, open_timeout=WAIT) as client,
+        ):
+            client.send("go")
+            assert client.recv(timeout=WAIT) == "callback ok"
+            assert client.recv(timeout=WAIT) == "corporate ok / 127.0.0.1"
+    finally:
+        server.shutdown()
+    invoke = events.wait_for("invoke", route="$default")
+    assert invoke["error"] is None, invoke
