@@ -730,3 +730,26 @@ def test_callbacks_trust_the_run_ca_and_keep_the_users_own_bundle(
         server.shutdown()
     invoke = events.wait_for("invoke", route="$default")
     assert invoke["error"] is None, invoke
+
+
+def test_a_route_that_cannot_run_here_answers_as_a_failing_integration(events: EventLog) -> None:
+    from wsconn.local.app import App, Route
+
+    why = "nodejs20.x function SendFn: no Lambda Invoke API endpoint given"
+    app = App(routes={"send": Route("send", None, unavailable=why)})
+    with (
+        running_gateway(events, app=app) as gateway,
+        connect(gateway.ws_url, open_timeout=WAIT) as client,
+    ):
+        client.send('{"action": "send"}')
+        assert json.loads(client.recv(timeout=WAIT))["message"] == "Internal server error"
+    invoke = events.wait_for("invoke", route="send")
+    assert (invoke["error"], invoke["target"]) == (why, None)
+    with (
+        running_gateway(
+            events, app=App(routes={"$connect": Route("$connect", None, unavailable=why)})
+        ) as gateway,
+        pytest.raises(InvalidStatus) as refused,
+    ):
+        connect(gateway.ws_url, open_timeout=WAIT)
+    assert refused.value.response.status_code == 502

@@ -48,6 +48,7 @@ def event_reader(stream: IO[bytes]) -> queue.Queue[dict[str, object]]:
         ),
         (["--identity-source", "route.request.header.Auth"], "needs --authorizer"),
         (["--handler", "app:handler", "--handler-timeout", "0"], "more than 0"),
+        (["--handler", "app:handler", "--python", "/no/such/python"], "/no/such/python"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_8(

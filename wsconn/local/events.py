@@ -4,7 +4,8 @@ Every event has ``"event"`` (its name) and ``"time"`` (ISO 8601 UTC, millisecond
 carries the secret key or the session token.
 
 - ``listening``: endpoint, wsUrl, stage, region, auth, accessKeyId, credentialSource,
-  connectAuth ("none"|"iam") (first, once)
+  connectAuth ("none"|"iam"), routes (the route keys), callbackEndpoint (the HTTPS endpoint
+  handlers call back on, null without a backend) (first, once)
 - ``connect``: connectionId, sourceIp, userAgent, query (dict of query parameters, last value wins)
 - ``message``: connectionId, type ("text"|"binary"), bytes, data (text only, first 200 characters)
 - ``post``: connectionId, bytes, frame ("text"|"binary"), status
@@ -15,6 +16,9 @@ carries the secret key or the session token.
   (a management request for a connection that is not open: closed, never existed, or dropped)
 - ``denied``: method, path (raw request target), status, errorType, reason (a short why): every
   other refusal (403, 400, 413, and injected faults)
+- ``invoke``: route (a route key, or "authorizer"), target, requestId (the event's), statusCode
+  (the answer's, 502 for a failure, null when unreadable), durationMs, error (one line, or null)
+- ``log``: route, stream ("stdout"|"stderr"), line: one line a handler printed
 - ``error``: method, path, error (an unexpected failure answered with 500; the server keeps running)
 """
 
