@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 
 from tests.conftest import Run
@@ -275,8 +274,3 @@ def test_limits_imports_neither_click_nor_rich() -> None:
         check=True,
     )  # fmt: skip
     assert done.stdout.strip() == b"[]"
-
-
-def test_click_commands_are_the_documented_ones() -> None:
-    assert isinstance(cli, click.Group)
-    assert set(cli.commands) >= {"send", "status", "disconnect", "config", "local", "demo"}

@@ -445,7 +445,12 @@ def send(
 
     opts = _options(ctx, values)
     streams = _streams(ctx)
-    if values.get("ids") is not None and connection is not None and message is data is None:
+    if (
+        values.get("ids") is not None
+        and connection is not None
+        and message is None
+        and data is None
+    ):
         raise UsageError(
             f"with --ids, the message goes in -d: --ids {shlex.quote(values['ids'])} "
             f"-d {shlex.quote(connection)}"
