@@ -753,3 +753,43 @@ def test_a_route_that_cannot_run_here_answers_as_a_failing_integration(events: E
     ):
         connect(gateway.ws_url, open_timeout=WAIT)
     assert refused.value.response.status_code == 502
+
+
+def test_integration_timeout_fails_the_route_while_the_function_runs_on(
+    events: EventLog, tmp_path: Path
+) -> None:
+    import time
+
+    from wsconn.local.app import App, Function, PythonTarget, Route
+
+    done = tmp_path / "finished"
+    write(
+        tmp_path,
+        "long.py",
+        f"""
+        import time
+
+        def handler(event, context):
+            time.sleep(2)
+            open({str(done)!r}, "w").close()
+            return {{"body": "too late"}}
+        """,
+    )
+    # As a template describes it: a Lambda timeout of 60 s behind API Gateway's shorter limit.
+    function = Function(PythonTarget("long", "handler"), "LongFn", code_dir=tmp_path, timeout=60)
+    app = App(
+        routes={"$default": Route("$default", function, two_way=True)}, integration_timeout=0.5
+    )
+    with (
+        running_gateway(events, app=app) as gateway,
+        connect(gateway.ws_url, open_timeout=WAIT) as client,
+    ):
+        client.send("go")
+        assert json.loads(client.recv(timeout=WAIT))["message"] == "Internal server error"
+        for _ in range(int(WAIT / 0.05)):
+            if done.exists():
+                break
+            time.sleep(0.05)
+        assert done.exists()
+    invoke = events.wait_for("invoke", route="$default")
+    assert invoke["statusCode"] == 504 and "timed out" in str(invoke["error"])

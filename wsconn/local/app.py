@@ -93,6 +93,10 @@ class App:
     # `--handler`: the route for any key a message selects that has no route of its own (the
     # event's routeKey is that key, so one function can dispatch on it); None on AWS-shaped apps.
     catch_all: Route | None = None
+    # API Gateway's integration timeout (seconds; a template's TimeoutInMillis, 29 s by default
+    # there): a function still running then fails its route while it runs on to its own timeout.
+    # None (flags): the function's own timeout (--handler-timeout) is the only limit.
+    integration_timeout: float | None = None
 
     @property
     def has_backend(self) -> bool:

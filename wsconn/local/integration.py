@@ -8,6 +8,7 @@ functions are run by an invoker (:class:`wsconn.local.backends.Backends`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -100,6 +101,8 @@ class Integration:
         self._invoker = invoker
         self._emit = emit
         self._method_arn = method_arn
+        # Invocations API Gateway stopped waiting for (integration timeout), still running.
+        self._running_on: set[asyncio.Future[Invocation]] = set()
         # Each function as the gateway runs it (``prepare``), one object per function as given.
         prepared: dict[int, Function] = {}
 
@@ -145,7 +148,28 @@ class Integration:
                 error=missing,
             )
             return None, missing
-        result = await self._invoker.invoke(function, event, label=route_key)
+        call = asyncio.ensure_future(self._invoker.invoke(function, event, label=route_key))
+        limit = self.app.integration_timeout
+        if limit is not None and limit < function.timeout:
+            await asyncio.wait({call}, timeout=limit)
+        else:
+            await call  # a cancelled wait (shutdown) cancels the invocation too
+        if not call.done():
+            # API Gateway gave up; the function runs on (its workers are the backends' to bound).
+            self._running_on.add(call)
+            call.add_done_callback(self._running_on.discard)
+            late = f"Endpoint request timed out after {limit:g} s (the function runs on)"
+            self._emit(
+                "invoke",
+                route=route_key,
+                target=str(function.target),
+                requestId=request_id,
+                statusCode=504,
+                durationMs=round((limit or 0) * 1000, 3),
+                error=late,
+            )
+            return None, late
+        result = call.result()
         error = result.error
         if result.timed_out and error is None:
             error = f"timed out after {function.timeout:g} s"
