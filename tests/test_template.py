@@ -32,6 +32,7 @@ from wsconn.local.template import (
     load_template,
     parse_parameter_overrides,
     python_handler,
+    python_runtimes,
     read_env_vars,
     with_flag_routes,
 )
@@ -841,3 +842,39 @@ def test_flag_routes_win_for_their_keys(sam_chat: Path) -> None:
     assert listing(merged).splitlines()[-1] == (
         "sendmessage  NONE  two-way  experiment:send       experiment:send    -"
     )
+
+
+# --- Python runtimes ------------------------------------------------------------------------------
+
+
+def test_runtime_other_than_the_interpreter_uses_its_python_from_path(sam_chat: Path) -> None:
+    app = load_template(sam_chat).app  # python3.11 everywhere
+    found = {"python3.11": "/opt/py311/bin/python3.11"}
+    same, notes = python_runtimes(app, "3.11", explicit=False, which=found.get)
+    assert same == app and notes == ()
+    switched, notes = python_runtimes(app, "3.12", explicit=False, which=found.get)
+    assert notes == (
+        "OnConnectFunction, OnDisconnectFunction, SendMessageFunction declare python3.11: "
+        "running them with /opt/py311/bin/python3.11 (from PATH; --python chooses one for all)",
+    )
+    assert {route.function.python for route in switched.routes.values() if route.function} == {
+        "/opt/py311/bin/python3.11"
+    }
+
+
+def test_runtime_mismatch_with_explicit_python_or_none_on_path(authorized: Path) -> None:
+    app = load_template(authorized).app
+    kept, notes = python_runtimes(app, "3.13", explicit=True, which=lambda name: "/x/" + name)
+    assert kept == app
+    assert notes == (
+        "AppFunction, AuthFunction declare python3.11: --python Python 3.13 runs them",
+    )
+    kept, notes = python_runtimes(app, "3.13", explicit=False, which=lambda name: None)
+    assert kept == app
+    assert notes == (
+        "AppFunction, AuthFunction declare python3.11: no python3.11 on PATH, so Python 3.13 "
+        "runs them",
+    )
+    switched, _ = python_runtimes(app, "3.13", explicit=False, which=lambda name: "/x/" + name)
+    assert switched.authorizer is not None
+    assert switched.authorizer.function.python == "/x/python3.11"

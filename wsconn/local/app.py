@@ -56,6 +56,9 @@ class Function:
     memory_mb: int = 128
     # The Lambda runtime named by a template (e.g. "python3.12", "nodejs20.x"); None from flags.
     runtime: str | None = None
+    # The interpreter for a Python target when not the run's --python (a template function whose
+    # runtime's python3.X was found on PATH); None: the run's.
+    python: str | None = None
 
 
 @dataclass(frozen=True)

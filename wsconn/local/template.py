@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1261,3 +1262,61 @@ def with_flag_routes(template: TemplateApp, flags: App) -> TemplateApp:
         ),
         routes=tuple(sorted(listed.values(), key=lambda route: _route_order(route.key))),
     )
+
+
+# --- Python runtimes -----------------------------------------------------------------------------
+
+
+def python_runtimes(
+    app: App,
+    python_version: str,
+    *,
+    explicit: bool,
+    which: Callable[[str], str | None] = shutil.which,
+) -> tuple[App, tuple[str, ...]]:
+    """The app with each Python runtime the interpreter's version is not run by its `python3.X`.
+
+    `python_version` is the run's interpreter's "3.X". When `explicit` (the user gave --python)
+    that interpreter runs everything; else a `python3.X` found on PATH runs the functions that
+    declare it. Either way one note per runtime says what happens.
+    """
+    mismatched: dict[str, list[str]] = {}
+    for function in _functions_of(app):
+        runtime = function.runtime or ""
+        if runtime.startswith("python3") and runtime != f"python{python_version}":
+            names = mismatched.setdefault(runtime, [])
+            if function.name not in names:
+                names.append(function.name)
+    notes = []
+    chosen: dict[str, str] = {}
+    for runtime, names in mismatched.items():
+        found = None if explicit else which(runtime)
+        if found:
+            chosen[runtime] = found
+            how = f"running them with {found} (from PATH; --python chooses one for all)"
+        else:
+            given = "--python" if explicit else f"no {runtime} on PATH, so"
+            how = f"{given} Python {python_version} runs them"
+        notes.append(f"{', '.join(names)} declare {runtime}: {how}")
+
+    def with_python(function: Function | None) -> Function | None:
+        if function is None or function.runtime not in chosen:
+            return function
+        return replace(function, python=chosen[function.runtime or ""])
+
+    routes = {
+        key: replace(route, function=with_python(route.function))
+        for key, route in app.routes.items()
+    }
+    authorizer = app.authorizer
+    if authorizer is not None and authorizer.function.runtime in chosen:
+        python = chosen[authorizer.function.runtime or ""]
+        authorizer = replace(authorizer, function=replace(authorizer.function, python=python))
+    return replace(app, routes=routes, authorizer=authorizer), tuple(notes)
+
+
+def _functions_of(app: App) -> list[Function]:
+    functions = [route.function for route in app.routes.values() if route.function is not None]
+    if app.authorizer is not None:
+        functions.append(app.authorizer.function)
+    return [f for f in functions if isinstance(f.target, PythonTarget)]
