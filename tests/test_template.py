@@ -21,7 +21,7 @@ from tests.templates import (
     write_app,
 )
 from wsconn.errors import ConfigError, ExitCode
-from wsconn.local.app import App, Function, LambdaTarget, PythonTarget, Route
+from wsconn.local.app import App, Authorizer, Function, LambdaTarget, PythonTarget, Route
 from wsconn.local.template import (
     Substitution,
     TemplateApp,
@@ -34,7 +34,8 @@ from wsconn.local.template import (
     python_handler,
     python_runtimes,
     read_env_vars,
-    with_flag_routes,
+    startup_lines,
+    with_flags,
 )
 
 
@@ -221,15 +222,27 @@ def test_node_function_without_endpoint_is_reported_with_the_command(cfn_json: P
     default = template.app.routes["$default"]
     assert default.function is None
     assert default.unavailable == "NodeFn (nodejs20.x) needs --lambda-endpoint"
-    assert (
-        "NodeFn (nodejs20.x) is not a Python function wsconn runs itself, so routes $default "
-        "answer as a failing integration; serve it with `sam local start-lambda -t "
-        "template.json` and add --lambda-endpoint http://127.0.0.1:3001"
-    ) in template.notes
-    assert (
+    assert template.warnings() == (
         "route chat/join (JoinRoute) requires an API key on AWS; wsconn local does not check "
-        "API keys"
-    ) in template.notes
+        "API keys",
+        "route chat/ping answers as a failing integration: MockIntegration is a MOCK "
+        "integration (only AWS_PROXY runs locally)",
+        "NodeFn (nodejs20.x) is not a Python function wsconn runs itself, so route $default "
+        "answers as a failing integration; serve it with `sam local start-lambda -t "
+        "template.json` and add --lambda-endpoint http://127.0.0.1:3001",
+    )
+    # A flag that takes the routes over takes the notes about them away.
+    local = Function(PythonTarget("app", "other"), "app-other")
+    flagged = with_flags(
+        template,
+        App(
+            routes={
+                "$default": Route("$default", local),
+                "chat/ping": Route("chat/ping", local),
+            }
+        ),
+    )
+    assert flagged.warnings() == template.warnings()[:1]
 
 
 def test_node_function_with_endpoint_is_a_lambda_target_by_logical_id(cfn_json: Path) -> None:
@@ -306,11 +319,17 @@ def test_authorizer_in_another_runtime_without_endpoint_makes_connect_fail(
         == "its authorizer Authorizer: AuthFunction (nodejs20.x) needs --lambda-endpoint"
     )
     assert template.app.routes["$default"].function is not None
-    assert any(
-        note.startswith("AuthFunction (nodejs20.x) is not a Python function")
-        and "the $connect authorizer" in note
-        for note in template.notes
+    assert template.warnings() == (
+        "AuthFunction (nodejs20.x) is not a Python function wsconn runs itself, so route "
+        "$connect answers as a failing integration; serve it with `sam local start-lambda -t "
+        "template.yaml` and add --lambda-endpoint http://127.0.0.1:3001",
     )
+    # --authorizer in its place: $connect runs its function again.
+    mine = Function(PythonTarget("auth", "authorize"), "auth-authorize")
+    flagged = with_flags(template, App(authorizer=Authorizer(mine, ("route.request.header.A",))))
+    assert flagged.app.routes["$connect"].function is not None
+    assert flagged.app.authorizer is not None and flagged.app.authorizer.function == mine
+    assert flagged.warnings() == ()
 
 
 def test_authorizer_identity_source_outside_header_and_query_is_noted(tmp_path: Path) -> None:
@@ -825,7 +844,7 @@ def test_route_response_without_selection_expression_is_one_way_and_noted(tmp_pa
 """
     template = load_minimal(tmp_path, minimal(route_extra=response))
     assert template.app.routes["$default"].two_way is False
-    assert template.notes == (
+    assert template.warnings() == (
         "route $default (Route) has a RouteResponse but no RouteResponseSelectionExpression: "
         "one-way, as on AWS",
     )
@@ -833,15 +852,71 @@ def test_route_response_without_selection_expression_is_one_way_and_noted(tmp_pa
 
 def test_flag_routes_win_for_their_keys(sam_chat: Path) -> None:
     template = load_template(sam_chat)
-    local = Function(PythonTarget("experiment", "send"), "experiment:send")
-    merged = with_flag_routes(
+    local = Function(PythonTarget("experiment", "send"), "experiment-send")
+    merged = with_flags(
         template, App(routes={"sendmessage": Route("sendmessage", local, two_way=True)})
     )
     assert merged.app.routes["sendmessage"].function == local
     assert merged.app.routes["$connect"] == template.app.routes["$connect"]
+    assert merged.app.route_selection == "$request.body.action"
     assert listing(merged).splitlines()[-1] == (
-        "sendmessage  NONE  two-way  experiment:send       experiment:send    -"
+        "sendmessage  NONE  two-way  experiment-send       experiment:send    -"
     )
+
+
+def test_flags_on_top_of_a_template(sam_chat: Path) -> None:
+    template = load_template(sam_chat)
+    flag_function = Function(PythonTarget("mine", "authorize"), "mine-authorize", env={"A": "1"})
+    merged = with_flags(
+        template,
+        App(authorizer=Authorizer(flag_function, ("route.request.header.X",))),
+        two_way=["sendmessage"],
+        env={"TABLE_NAME": "from-flag", "EXTRA": "x"},
+        handler_timeout=5,
+        route_selection="$request.body.op",
+        connect_auth="iam",
+    )
+    app = merged.app
+    assert app.route_selection == "$request.body.op"
+    assert app.connect_auth == "iam"
+    assert app.authorizer is not None and app.authorizer.function == flag_function
+    send = python_function(app.routes["sendmessage"])
+    assert app.routes["sendmessage"].two_way and app.routes["echo"].two_way
+    # --env wins over everything for every template function; --handler-timeout caps Timeout.
+    assert send.env["TABLE_NAME"] == "from-flag" and send.env["EXTRA"] == "x"
+    assert send.timeout == 5
+    assert [line.split()[2] for line in listing(merged).splitlines()[1:]] == [
+        "one-way",
+        "one-way",
+        "two-way",
+        "two-way",
+    ]
+    everything = with_flags(template, App(), two_way=["*"])
+    assert {key for key, route in everything.app.routes.items() if route.two_way} == {
+        "echo",
+        "sendmessage",
+    }
+
+
+@pytest.mark.parametrize(
+    ("two_way", "message"),
+    [
+        ("nope", "--two-way nope: the template has no route 'nope'"),
+        ("$connect", "--two-way $connect: only message routes answer the caller"),
+    ],
+)
+def test_two_way_flag_names_a_template_route(sam_chat: Path, two_way: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        with_flags(load_template(sam_chat), App(), two_way=[two_way])
+    assert raised.value.message == message
+
+
+def test_integration_timeout_caps_the_function(tmp_path: Path) -> None:
+    text = minimal(function_extra="      Timeout: 20\n").replace(
+        "      IntegrationType: AWS_PROXY\n",
+        "      IntegrationType: AWS_PROXY\n      TimeoutInMillis: 1500\n",
+    )
+    assert python_function(load_minimal(tmp_path, text).app.routes["$default"]).timeout == 1.5
 
 
 # --- Python runtimes ------------------------------------------------------------------------------
@@ -878,3 +953,16 @@ def test_runtime_mismatch_with_explicit_python_or_none_on_path(authorized: Path)
     switched, _ = python_runtimes(app, "3.13", explicit=False, which=lambda name: "/x/" + name)
     assert switched.authorizer is not None
     assert switched.authorizer.function.python == "/x/python3.11"
+
+
+def test_startup_lines(sam_chat: Path) -> None:
+    template = load_template(sam_chat, parameter_overrides={"Nope": "1"})
+    assert startup_lines(template) == [
+        "template.yaml: API ChatApi, routes $connect, $disconnect, echo, sendmessage "
+        "(--list shows them)",
+        "environment values that name what wsconn does not run (point them at local services "
+        "with --env-vars):",
+        "  TABLE_NAME=chat_connections (OnConnectFunction, OnDisconnectFunction, "
+        "SendMessageFunction)  <- Ref ConnectionsTable (AWS::DynamoDB::Table: its TableName)",
+        "WARNING: --parameter-overrides Nope: the template declares no such parameter; ignored",
+    ]

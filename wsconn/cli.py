@@ -777,7 +777,51 @@ def config(ctx: click.Context, /, connection: str | None, check: bool, **values:
     metavar="SOURCES",
     help="Where its identity is: route.request.header.NAME / route.request.querystring.NAME, comma-separated.",
 )
+@click.option(
+    "--template",
+    "template_path",
+    metavar="PATH",
+    help="Run the WebSocket API of this SAM / CloudFormation template (a file, or a directory "
+    "with template.yaml/.yml/.json); --handler/--route win for their keys.",
+)
+@click.option(
+    "--env-vars",
+    metavar="FILE",
+    help='With --template: SAM CLI\'s env file, {"FunctionId": {"VAR": "value"}, "Parameters": {...}}.',
+)
+@click.option(
+    "--parameter-overrides",
+    multiple=True,
+    metavar="'KEY=VALUE ...'",
+    help="With --template: the template's parameters, as SAM CLI takes them (repeatable).",
+)
+@click.option(
+    "--lambda-endpoint",
+    metavar="URL",
+    help="With --template: invoke functions in other runtimes through this Lambda Invoke API "
+    "(e.g. sam local start-lambda's http://127.0.0.1:3001).",
+)
+@click.option(
+    "--api",
+    "api_id",
+    metavar="LOGICAL_ID",
+    help="With --template: which WebSocket API, when it defines several.",
+)
+@click.option(
+    "--list",
+    "list_routes",
+    is_flag=True,
+    help="Print the route selection expression and the routes, then exit (nothing listens).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["auto", "text", "json"]),
+    help="With --list: json prints the routes as one JSON object.",
+)
+@click.pass_context
 def local(
+    ctx: click.Context,
     host: str,
     port: int,
     local_stage: str,
@@ -808,6 +852,13 @@ def local(
     python_path: str | None,
     authorizer: str | None,
     identity_source: str | None,
+    template_path: str | None,
+    env_vars: str | None,
+    parameter_overrides: tuple[str, ...],
+    lambda_endpoint: str | None,
+    api_id: str | None,
+    list_routes: bool,
+    output: str | None,
 ) -> None:
     """Run a local API Gateway WebSocket endpoint with a faithful @connections API.
 
@@ -823,6 +874,8 @@ def local(
       wsconn local --fault-rate 0.2 --fault-status 429,503 --retry-after 1   # test retries
       wsconn local --handler app:handler --env TABLE=chat     # run your backend's handler
       wsconn local --route 'sendmessage=chat:send' --route '$default=chat:other' --two-way '*'
+      wsconn local --template template.yaml --env-vars env.json --parameter-overrides 'Stage=dev'
+      wsconn local --template template.yaml --list
 
     \b
     Then, in the shell that runs a client (the banner prints these lines for the gateway
@@ -830,7 +883,16 @@ def local(
       export WSCONN_ENDPOINT=http://127.0.0.1:8080/dev AWS_REGION=us-east-1
       wsconn send "$ID" hi   # ID: a connection id from a connect event
     """
-    extra = _local_extra()
+    given = {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name)
+        in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    }
+    if template_path is None:
+        for name, option in _TEMPLATE_ONLY.items():
+            if name in given:
+                raise ConfigError(f"{option} needs --template")
     from wsconn.local.flags import app_from_flags
 
     app = app_from_flags(
@@ -838,7 +900,7 @@ def local(
         route=route_specs,
         code_dir=code_dir,
         route_selection=route_selection,
-        two_way=two_way,
+        two_way=() if template_path else two_way,
         env=env_pairs,
         env_file=env_files,
         handler_timeout=handler_timeout,
@@ -846,7 +908,35 @@ def local(
         identity_source=identity_source,
         connect_auth=connect_auth,
     )
-    extra.run_local(
+    template = None
+    if template_path is not None:
+        template = _template_extra().read_app(
+            template_path,
+            flags=app,
+            parameter_overrides=parameter_overrides,
+            env_vars=env_vars,
+            lambda_endpoint=lambda_endpoint,
+            api=api_id,
+            region=_local_region(local_region, local_profile),
+            shell_env=dict(os.environ),
+            two_way=two_way,
+            env=_flag_env(env_pairs, env_files),
+            handler_timeout=handler_timeout if "handler_timeout" in given else None,
+            route_selection=route_selection if "route_selection" in given else None,
+            connect_auth=app.connect_auth if "connect_auth" in given else None,
+        )
+        app = template.app
+        if "local_stage" not in given and template.stage:
+            local_stage = template.stage
+    if list_routes:
+        parent = ctx.find_object(Options)
+        chosen = output or (parent.output if parent is not None else "auto")
+        _list_routes(app, template, local_stage, as_json=chosen == "json" or json_events)
+        return
+    if template is not None:
+        for line in _template_extra().startup_lines(template):
+            click.echo(f"wsconn local: {line}", err=True)
+    _local_extra().run_local(
         host=host,
         port=port,
         stage=local_stage,
@@ -868,6 +958,64 @@ def local(
         app=app,
         python=python_path,
     )
+
+
+# Options that only mean something with --template.
+_TEMPLATE_ONLY = {
+    "env_vars": "--env-vars",
+    "parameter_overrides": "--parameter-overrides",
+    "lambda_endpoint": "--lambda-endpoint",
+    "api_id": "--api",
+}
+
+
+def _template_extra() -> Any:
+    """wsconn.local.template, or a one-line error naming the install command if PyYAML is missing."""
+    try:
+        from wsconn.local import template
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] == "yaml":
+            raise ConfigError(
+                'reading templates needs the "local" extra (PyYAML is not installed): '
+                'pip install "wsconn[local]"'
+            ) from None
+        raise
+    return template
+
+
+def _flag_env(pairs: tuple[str, ...], files: tuple[str, ...]) -> dict[str, str]:
+    from wsconn.local.flags import parse_env
+
+    return parse_env(pairs, files)
+
+
+def _local_region(region: str | None, profile: str | None) -> str:
+    """The region `wsconn local` signs for: --region, else the profile's, else us-east-1."""
+    if region:
+        return region
+    from wsconn.auth import AwsConfig
+
+    return AwsConfig(profile).configured_region() or "us-east-1"
+
+
+def _list_routes(app: Any, template: Any, stage: str, *, as_json: bool) -> None:
+    """`wsconn local --list`: the routes on stdout; with a template, what it noted on stderr."""
+    import json
+
+    from wsconn.local.template import list_json, list_text, listed_routes
+
+    routes = template.routes if template is not None else listed_routes(app)
+    if app.catch_all is not None:
+        routes = (*routes, *listed_routes(app, catch_all_only=True))
+    if as_json:
+        about = {"template": str(template.path), "api": template.api} if template else {}
+        data = list_json(app.route_selection, routes, **about, stage=stage)
+        click.echo(json.dumps(data, ensure_ascii=False))
+    else:
+        click.echo(list_text(app.route_selection, routes))
+    if template is not None:
+        for note in template.warnings():
+            click.echo(f"wsconn local: WARNING: {note}", err=True)
 
 
 def _status_list(text: str) -> tuple[int, ...]:

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 DEFAULT_ROUTE_SELECTION = "$request.body.action"
+# Who the local gateway says it is: the apiId in events and ARNs, and a template's Ref to its API.
+LOCAL_API_ID = "local"
+LOCAL_ACCOUNT = "123456789012"
 # API Gateway's integration timeout (seconds): the default and the ceiling of a handler's time.
 DEFAULT_HANDLER_TIMEOUT = 29.0
 

@@ -65,7 +65,7 @@ from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION, MAX_PAYLOAD
 from wsconn.local import routes, sigv4
-from wsconn.local.app import App, Function
+from wsconn.local.app import LOCAL_ACCOUNT, LOCAL_API_ID, App, Function
 from wsconn.local.callbacks import domain_name
 from wsconn.local.credentials import LocalCredentials, resolve_credentials
 from wsconn.local.events import Event, EventSink, make_event
@@ -85,9 +85,6 @@ MAX_MESSAGE_BYTES = 32768
 HARD_BODY_LIMIT = 1024 * 1024
 # Oversize bodies up to this are read and dropped; beyond it the connection is closed.
 DISCARD_LIMIT = 64 * 1024 * 1024
-# Who the local gateway says it is, in the ARNs of AccessDeniedException.
-LOCAL_ACCOUNT = "123456789012"
-LOCAL_API_ID = "local"
 LOCAL_USER_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT}:user/wsconn-local"
 # The IAM user id an AWS_IAM $connect reports as caller and user (AIDA... as IAM users have).
 LOCAL_USER_ID = "AIDAWSCONNLOCALUSER01"

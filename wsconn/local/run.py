@@ -59,6 +59,7 @@ def run_local(
 
     region = region or AwsConfig(profile).configured_region() or "us-east-1"
     tls = _tls_context(tls_cert, tls_key)
+    app, runtime_notes = _python_runtimes(app or App(), python)
     credentials, source = resolve_credentials(profile)
     config = GatewayConfig(
         host=host,
@@ -78,11 +79,13 @@ def run_local(
         deny_methods=deny_methods,
         expired_token=expired_token,
         tls=tls,
-        app=app or App(),
+        app=app,
         python=python,
     )
     _quiet_logs()
     printer = EventPrinter(json_events, *_client_setup(source, credentials, profile, tls_cert))
+    for note in runtime_notes:
+        printer.warn(note)
     if not auth:
         printer.warn(
             "signature checking is OFF (--no-auth): every request is accepted, signed or not"
@@ -167,6 +170,35 @@ def _restore(loop: asyncio.AbstractEventLoop, signum: int) -> None:
     except NotImplementedError:
         default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
         signal.signal(signum, default)
+
+
+def _python_runtimes(app: App, python: str | None) -> tuple[App, tuple[str, ...]]:
+    """A template's python3.X runtimes against the interpreter's version (said once at start)."""
+    runtimes = {
+        function.runtime
+        for function in [
+            *(route.function for route in app.routes.values()),
+            app.authorizer.function if app.authorizer else None,
+        ]
+        if function is not None and (function.runtime or "").startswith("python3")
+    }
+    if not runtimes:
+        return app, ()
+    from wsconn.local.backends import default_python
+    from wsconn.local.template import python_runtimes
+
+    interpreter = python or default_python()
+    try:
+        version = subprocess.run(
+            [interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return app, ()  # a broken --python is reported when the handlers load
+    return python_runtimes(app, version, explicit=python is not None)
 
 
 def _quiet_logs() -> None:

@@ -12,7 +12,7 @@ import base64
 import json
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +22,8 @@ import yaml
 from wsconn.errors import ConfigError
 from wsconn.local.app import (
     DEFAULT_HANDLER_TIMEOUT,
+    LOCAL_ACCOUNT,
+    LOCAL_API_ID,
     App,
     Authorizer,
     Function,
@@ -33,7 +35,6 @@ from wsconn.local.app import (
 # What SAM CLI looks for in a directory, in its order.
 TEMPLATE_NAMES = ("template.yaml", "template.yml", "template.json")
 # SAM CLI's local stand-ins for what only a deployed stack knows.
-DEFAULT_ACCOUNT_ID = "123456789012"
 DEFAULT_STACK_NAME = "local"
 LAMBDA_DEFAULT_TIMEOUT = 3.0  # seconds: Lambda's default when a function sets none
 LAMBDA_DEFAULT_MEMORY = 128
@@ -106,6 +107,28 @@ class TemplateApp:
     stage: str | None  # the API's one Stage's StageName, if it has exactly one
     substitutions: tuple[Substitution, ...] = ()
     notes: tuple[str, ...] = ()  # warnings for start-up: unsupported parts, ignored input
+    # Notes about one route's integration (key, note): a flag that takes the route over drops them.
+    route_notes: tuple[tuple[str, str], ...] = ()
+    # Functions wsconn does not run itself (logical id → runtime): --lambda-endpoint serves them.
+    needs_endpoint: Mapping[str, str] = field(default_factory=dict)
+    # $connect as it would run if its unavailable authorizer were replaced (by --authorizer).
+    connect_without_authorizer: Route | None = None
+
+    def warnings(self) -> tuple[str, ...]:
+        """Everything worth a warning at start, for the routes as they now are."""
+        endpoint_notes = []
+        for function_id, runtime in self.needs_endpoint.items():
+            reason = f"{function_id} ({runtime}) needs --lambda-endpoint"
+            keys = [r.key for r in self.routes if r.unavailable and r.unavailable.endswith(reason)]
+            if keys:
+                endpoint_notes.append(
+                    f"{function_id} ({runtime}) is not a Python function wsconn runs itself, so "
+                    f"{'route' if len(keys) == 1 else 'routes'} {', '.join(keys)} "
+                    f"{'answers' if len(keys) == 1 else 'answer'} as a failing integration; "
+                    f"serve it with `sam local start-lambda -t "
+                    f"{self.path.name}` and add --lambda-endpoint {START_LAMBDA_URL}"
+                )
+        return (*self.notes, *(note for _, note in self.route_notes), *endpoint_notes)
 
 
 # --- reading the file ----------------------------------------------------------------------------
@@ -586,6 +609,7 @@ class _Reader:
     shell_env: Mapping[str, str]
     lambda_endpoint: str | None
     notes: list[str] = field(default_factory=list)
+    route_notes: list[tuple[str, str]] = field(default_factory=list)
     substitutions: list[Substitution] = field(default_factory=list)
     # Functions wsconn does not run itself (logical id → runtime), for --lambda-endpoint.
     needs_endpoint: dict[str, str] = field(default_factory=dict)
@@ -946,7 +970,7 @@ def load_template(
     shell_env: Mapping[str, str] | None = None,
     lambda_endpoint: str | None = None,
     region: str = "us-east-1",
-    account_id: str = DEFAULT_ACCOUNT_ID,
+    account_id: str = LOCAL_ACCOUNT,
     api: str | None = None,
     api_id: str | None = None,
 ) -> TemplateApp:
@@ -1013,6 +1037,7 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
     by_key: dict[str, str] = {}
     connect_auth: Literal["none", "iam"] = "none"
     authorizer: Authorizer | None = None
+    connect_without_authorizer: Route | None = None
     for route_id in route_ids:
         key = reader.string(route_id, "RouteKey")
         if not key:
@@ -1041,6 +1066,7 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
                 raise reader.fail(route_id, "AuthorizationType CUSTOM needs an AuthorizerId")
             authorizer, why_not = _authorizer(reader, authorizer_id)
             if why_not and not unavailable:
+                connect_without_authorizer = Route(key, function, two_way=two_way)
                 function, unavailable = None, why_not
         api_key_required = reader.value(route_id, "ApiKeyRequired") in (True, "true", "True")
         if api_key_required:
@@ -1048,8 +1074,10 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
                 f"route {key} ({route_id}) requires an API key on AWS; wsconn local does not check "
                 "API keys"
             )
-        if unavailable and function_id not in reader.needs_endpoint:
-            reader.notes.append(f"route {key} answers as a failing integration: {unavailable}")
+        if unavailable and not unavailable.endswith("needs --lambda-endpoint"):
+            reader.route_notes.append(
+                (key, f"route {key} answers as a failing integration: {unavailable}")
+            )
         routes[key] = Route(key, function, two_way=two_way, unavailable=unavailable)
         handler, runtime = reader.handler_and_runtime(function_id) if function_id else (None, None)
         listed.append(
@@ -1065,7 +1093,6 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
                 unavailable=unavailable,
             )
         )
-    _endpoint_notes(reader, listed)
     stages = [
         reader.string(stage, "StageName")
         for stage in reader.of_type(_STAGE)
@@ -1090,24 +1117,17 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
         stage=named[0] if len(named) == 1 else None,
         substitutions=tuple(reader.substitutions),
         notes=tuple(dict.fromkeys(reader.notes)),
+        route_notes=tuple(dict.fromkeys(reader.route_notes)),
+        needs_endpoint=dict(reader.needs_endpoint),
+        connect_without_authorizer=connect_without_authorizer,
     )
-
-
-def _endpoint_notes(reader: _Reader, listed: Iterable[ListedRoute]) -> None:
-    """One note per function wsconn does not run: its routes, and the command that serves it."""
-    for function_id, runtime in reader.needs_endpoint.items():
-        keys = [route.key for route in listed if route.function == function_id]
-        serves = f"routes {', '.join(keys)}" if keys else "the $connect authorizer"
-        reader.notes.append(
-            f"{function_id} ({runtime}) is not a Python function wsconn runs itself, so "
-            f"{serves} answer as a failing integration; serve it with `sam local start-lambda "
-            f"-t {reader.path.name}` and add --lambda-endpoint {START_LAMBDA_URL}"
-        )
 
 
 def _route_order(key: str) -> tuple[int, str]:
     """$connect, $disconnect, $default, then the custom routes by key."""
     predefined = ("$connect", "$disconnect", "$default")
+    if key == "*":  # --handler's catch-all, listed last
+        return (len(predefined) + 1, "")
     return (predefined.index(key), "") if key in predefined else (len(predefined), key)
 
 
@@ -1115,14 +1135,20 @@ def _two_way(reader: _Reader, route_id: str, key: str, has_response: bool) -> bo
     """Two-way when the route has a RouteResponseSelectionExpression and a $default RouteResponse."""
     expression = reader.string(route_id, "RouteResponseSelectionExpression")
     if expression and not has_response:
-        reader.notes.append(
-            f"route {key} ({route_id}) has a RouteResponseSelectionExpression but no $default "
-            "RouteResponse: one-way, as on AWS"
+        reader.route_notes.append(
+            (
+                key,
+                f"route {key} ({route_id}) has a RouteResponseSelectionExpression but no "
+                "$default RouteResponse: one-way, as on AWS",
+            )
         )
     elif has_response and not expression:
-        reader.notes.append(
-            f"route {key} ({route_id}) has a RouteResponse but no RouteResponseSelectionExpression: "
-            "one-way, as on AWS"
+        reader.route_notes.append(
+            (
+                key,
+                f"route {key} ({route_id}) has a RouteResponse but no "
+                "RouteResponseSelectionExpression: one-way, as on AWS",
+            )
         )
     return bool(expression) and has_response
 
@@ -1153,6 +1179,16 @@ def _integration(
         )
     function_id = reader.function_of_uri(integration_id, "IntegrationUri")
     function, why_not = reader.function(function_id)
+    timeout_ms = reader.string(integration_id, "TimeoutInMillis")
+    if function is not None and timeout_ms is not None:
+        try:
+            timeout = float(timeout_ms) / 1000
+        except ValueError:
+            raise reader.fail(
+                integration_id, f"TimeoutInMillis {timeout_ms!r} is not a number"
+            ) from None
+        if timeout < function.timeout:
+            function = replace(function, timeout=timeout)  # the integration gives up first
     return function_id, function, why_not
 
 
@@ -1236,10 +1272,57 @@ def list_json(route_selection: str, routes: Iterable[ListedRoute], **about: Any)
     }
 
 
-def with_flag_routes(template: TemplateApp, flags: App) -> TemplateApp:
-    """The template's app with the routes `--handler` / `--route` name taking over their keys."""
+def listed_routes(app: App, *, catch_all_only: bool = False) -> tuple[ListedRoute, ...]:
+    """`--list` lines for routes the flags made (and `--handler`'s catch-all, as key `*`)."""
+    routes = [] if catch_all_only else list(app.routes.values())
+    if catch_all_only and app.catch_all is not None:
+        routes.append(replace(app.catch_all, key="*"))
+    listed = []
+    for route in routes:
+        authorization = "NONE"
+        if route.key == "$connect":
+            authorization = (
+                "CUSTOM" if app.authorizer else app.connect_auth.upper().replace("IAM", "AWS_IAM")
+            )
+        function = route.function
+        listed.append(
+            ListedRoute(
+                key=route.key,
+                authorization=authorization,
+                authorizer=None,
+                api_key_required=False,
+                two_way=route.two_way,
+                function=function.name if function else None,
+                handler=str(function.target) if function else None,
+                runtime=function.runtime if function else None,
+                unavailable=route.unavailable,
+            )
+        )
+    return tuple(sorted(listed, key=lambda route: _route_order(route.key)))
+
+
+def with_flags(
+    template: TemplateApp,
+    flags: App,
+    *,
+    two_way: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    handler_timeout: float | None = None,
+    route_selection: str | None = None,
+    connect_auth: Literal["none", "iam"] | None = None,
+) -> TemplateApp:
+    """The template's app with what the command line says on top.
+
+    `--handler` / `--route` routes (in `flags`) take over their keys, and its authorizer the
+    template's; the rest are the flags the user gave: `two_way` keys ('*': all), `env` for every
+    function, `handler_timeout` as the integration's timeout, `route_selection`, `connect_auth`.
+    """
     routes = dict(template.app.routes)
     listed = {route.key: route for route in template.routes}
+    if flags.authorizer is not None and template.connect_without_authorizer is not None:
+        # --authorizer replaces the one that could not run: $connect runs again.
+        routes["$connect"] = template.connect_without_authorizer
+        listed["$connect"] = replace(listed["$connect"], unavailable=None)
     for key, route in flags.routes.items():
         routes[key] = route
         before = listed.get(key)
@@ -1254,14 +1337,113 @@ def with_flag_routes(template: TemplateApp, flags: App) -> TemplateApp:
             runtime=route.function.runtime if route.function else None,
             unavailable=route.unavailable,
         )
+    for key in two_way:
+        if key != "*" and key not in routes:
+            raise ConfigError(f"--two-way {key}: the template has no route {key!r}")
+        if key in ("$connect", "$disconnect"):
+            raise ConfigError(f"--two-way {key}: only message routes answer the caller")
+    wanted = {key for key in routes if key not in ("$connect", "$disconnect")}
+    if "*" not in two_way:
+        wanted &= set(two_way)
+
+    def adjusted(function: Function | None) -> Function | None:
+        if function is None or any(function is route.function for route in flags.routes.values()):
+            return function
+        if env:
+            function = replace(function, env={**function.env, **env})
+        if handler_timeout is not None and handler_timeout < function.timeout:
+            function = replace(function, timeout=handler_timeout)
+        return function
+
+    routes = {
+        key: replace(
+            route, function=adjusted(route.function), two_way=route.two_way or key in wanted
+        )
+        for key, route in routes.items()
+    }
+    listed = {
+        key: replace(route, two_way=route.two_way or key in wanted) for key, route in listed.items()
+    }
+    authorizer = flags.authorizer or template.app.authorizer
+    if authorizer is not None and flags.authorizer is None:
+        function = adjusted(authorizer.function)
+        assert function is not None
+        authorizer = replace(authorizer, function=function)
+    app = App(
+        route_selection=route_selection or template.app.route_selection,
+        routes=dict(sorted(routes.items(), key=lambda item: _route_order(item[0]))),
+        connect_auth=connect_auth or template.app.connect_auth,
+        authorizer=authorizer,
+        catch_all=flags.catch_all,
+    )
     return replace(
         template,
-        app=replace(
-            template.app,
-            routes=dict(sorted(routes.items(), key=lambda item: _route_order(item[0]))),
-        ),
+        app=app,
         routes=tuple(sorted(listed.values(), key=lambda route: _route_order(route.key))),
+        route_notes=tuple((k, note) for k, note in template.route_notes if k not in flags.routes),
     )
+
+
+def read_app(
+    path: str | Path,
+    *,
+    flags: App,
+    parameter_overrides: Sequence[str] = (),
+    env_vars: str | None = None,
+    lambda_endpoint: str | None = None,
+    api: str | None = None,
+    region: str = "us-east-1",
+    shell_env: Mapping[str, str] | None = None,
+    two_way: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    handler_timeout: float | None = None,
+    route_selection: str | None = None,
+    connect_auth: Literal["none", "iam"] | None = None,
+) -> TemplateApp:
+    """`wsconn local --template PATH ...`: the template's app with the command line's flags on top."""
+    template = load_template(
+        path,
+        parameter_overrides=parse_parameter_overrides(parameter_overrides),
+        env_vars=read_env_vars(env_vars) if env_vars is not None else None,
+        shell_env=shell_env,
+        lambda_endpoint=lambda_endpoint.rstrip("/") if lambda_endpoint else None,
+        region=region,
+        account_id=LOCAL_ACCOUNT,
+        api=api,
+        api_id=LOCAL_API_ID,
+    )
+    return with_flags(
+        template,
+        flags,
+        two_way=two_way,
+        env=env,
+        handler_timeout=handler_timeout,
+        route_selection=route_selection,
+        connect_auth=connect_auth,
+    )
+
+
+def startup_lines(template: TemplateApp) -> list[str]:
+    """What `wsconn local --template` says before it listens: what it read, substituted, skipped."""
+    lines = [
+        f"{template.path.name}: API {template.api}, routes "
+        + (", ".join(template.app.routes) or "none")
+        + " (--list shows them)"
+    ]
+    if template.substitutions:
+        lines.append(
+            "environment values that name what wsconn does not run (point them at local "
+            "services with --env-vars):"
+        )
+        grouped: dict[tuple[str, str, str], list[str]] = {}
+        for item in template.substitutions:
+            grouped.setdefault((item.variable, item.value, item.source), []).append(item.function)
+        lines.extend(
+            f"  {variable}={value} ({', '.join(functions)})  <- {source}"
+            for (variable, value, source), functions in grouped.items()
+        )
+    lines.extend(f"WARNING: {note}" for note in template.warnings())
+    return lines
 
 
 # --- Python runtimes -----------------------------------------------------------------------------

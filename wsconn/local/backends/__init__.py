@@ -107,7 +107,7 @@ class Backends:
             code_dir = Path(function.code_dir).resolve()
             pool = FunctionPool(
                 function,
-                python=self.python,
+                python=function.python or self.python,
                 env=handler_environment(
                     function, code_dir=code_dir, region=self._region, run_env=self._env
                 ),
