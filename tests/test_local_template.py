@@ -475,3 +475,32 @@ def test_template_errors_exit_8_with_one_line(tmp_path: Path) -> None:
         "wsconn: configuration: template.yaml: not a WebSocket API: Api (ProtocolType HTTP); "
         "wsconn local runs an AWS::ApiGatewayV2::Api with ProtocolType WEBSOCKET\n"
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--parameter-overrides", "TableName=t1 Stage=dev"],
+        ["--parameter-overrides", "TableName=t1", "Stage=dev"],  # SAM's unquoted words
+        ["--parameter-overrides=TableName=t1", "Stage=dev"],
+        ["--parameter-overrides", "TableName=t1", "--parameter-overrides", "Stage=dev"],
+    ],
+)
+def test_parameter_overrides_forms_on_the_command_line(tmp_path: Path, args: list[str]) -> None:
+    write_app(tmp_path, SAM_CHAT, SAM_CHAT_FILES, "template.yaml")
+    result = run_wsconn("local", "--template", str(tmp_path), *args, "--list", "-o", "json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["stage"] == "dev"  # the Stage resource's StageName: !Ref Stage
+
+
+def test_parameter_overrides_words_stop_at_the_next_option(tmp_path: Path) -> None:
+    write_app(tmp_path, SAM_CHAT, SAM_CHAT_FILES, "template.yaml")
+    result = run_wsconn(
+        "local", "--parameter-overrides", "Stage=dev", "--template", str(tmp_path), "--list"
+    )
+    assert result.code == 0, result.stderr
+    result = run_wsconn(
+        "local", "--template", str(tmp_path), "--parameter-overrides", "Stage=qa", "--list"
+    )
+    assert result.code == 8
+    assert "parameter Stage: 'qa' is not one of its AllowedValues (dev, prod)" in result.stderr

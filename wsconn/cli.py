@@ -236,6 +236,26 @@ class ConnectionCommand(click.Command):
             raise
 
 
+class LocalCommand(click.Command):
+    """`wsconn local`: `--parameter-overrides` takes the Key=Value words after it, as SAM CLI's does."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        spread: list[str] = []
+        state = ""  # "value": the option's own value comes next; "more": further pairs may
+        for arg in args:
+            if state == "more" and not arg.startswith("-") and "=" in arg:
+                spread += ["--parameter-overrides", arg]
+                continue
+            spread.append(arg)
+            if state == "value":
+                state = "more"
+            elif arg == "--parameter-overrides":
+                state = "value"
+            else:
+                state = "more" if arg.startswith("--parameter-overrides=") else ""
+        return super().parse_args(ctx, spread)
+
+
 def _is_endpoint_url(text: str) -> bool:
     return "://" in text and not _CONNECTIONS.search(text)
 
@@ -597,6 +617,7 @@ def config(ctx: click.Context, /, connection: str | None, check: bool, **values:
 
 
 @cli.command(
+    cls=LocalCommand,
     epilog="Exit status: 0 once stopped by Ctrl-C or SIGTERM (every client closed with 1001); "
     "2 for a usage error; 8 if it cannot listen, read the TLS files or import the local extra."
 )
@@ -793,7 +814,7 @@ def config(ctx: click.Context, /, connection: str | None, check: bool, **values:
     "--parameter-overrides",
     multiple=True,
     metavar="'KEY=VALUE ...'",
-    help="With --template: the template's parameters, as SAM CLI takes them (repeatable).",
+    help="With --template: the template's parameters as SAM CLI takes them: 'A=1 B=2' or A=1 B=2.",
 )
 @click.option(
     "--lambda-endpoint",
