@@ -504,3 +504,19 @@ def test_parameter_overrides_words_stop_at_the_next_option(tmp_path: Path) -> No
     )
     assert result.code == 8
     assert "parameter Stage: 'qa' is not one of its AllowedValues (dev, prod)" in result.stderr
+
+
+def test_missing_pyyaml_names_the_install_command(tmp_path: Path) -> None:
+    write_app(tmp_path, SAM_CHAT, SAM_CHAT_FILES, "template.yaml")
+    code = (
+        "import sys; sys.modules['yaml'] = None\nfrom wsconn.cli import main\n"
+        f"main(['local', '--template', {str(tmp_path)!r}, '--list'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=30, check=False
+    )
+    assert done.returncode == 8
+    assert done.stderr.decode().strip() == (
+        'wsconn: configuration: reading templates needs the "local" extra (PyYAML is not '
+        'installed): pip install "wsconn[local]"'
+    )

@@ -904,6 +904,7 @@ def local(
       export WSCONN_ENDPOINT=http://127.0.0.1:8080/dev AWS_REGION=us-east-1
       wsconn send "$ID" hi   # ID: a connection id from a connect event
     """
+    extra = _local_extra()
     given = {
         name
         for name in ctx.params
@@ -957,7 +958,7 @@ def local(
     if template is not None:
         for line in _template_extra().startup_lines(template):
             click.echo(f"wsconn local: {line}", err=True)
-    _local_extra().run_local(
+    extra.run_local(
         host=host,
         port=port,
         stage=local_stage,
