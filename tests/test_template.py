@@ -477,7 +477,7 @@ def test_parameter_without_default_is_an_error_where_it_is_needed(sam_chat: Path
             "TABLE_NAME",
             "",
             "parameter TableName has no Default: give it with --parameter-overrides "
-            "TableName=...: set it with --env-vars",
+            "TableName=... (set TABLE_NAME with --env-vars)",
         )
     ]
     # ...and an override fills it.
@@ -606,13 +606,13 @@ def test_unresolvable_environment_value_becomes_empty_and_is_listed(tmp_path: Pa
             "Fn",
             "SHARED",
             "",
-            "Fn::ImportValue is not resolved by wsconn local: set it with --env-vars",
+            "Fn::ImportValue is not resolved by wsconn local (set SHARED with --env-vars)",
         ),
         Substitution(
             "Fn",
             "ROLE",
             "",
-            "Fn::GetAtt FnRole.Arn: no resource 'FnRole': set it with --env-vars",
+            "Fn::GetAtt FnRole.Arn: no resource 'FnRole' (set ROLE with --env-vars)",
         ),
     )
 
@@ -930,7 +930,8 @@ def test_runtime_other_than_the_interpreter_uses_its_python_from_path(sam_chat: 
     switched, notes = python_runtimes(app, "3.12", explicit=False, which=found.get)
     assert notes == (
         "OnConnectFunction, OnDisconnectFunction, SendMessageFunction declare python3.11: "
-        "running them with /opt/py311/bin/python3.11 (from PATH; --python chooses one for all)",
+        "running them with /opt/py311/bin/python3.11 (from PATH; --python chooses one "
+        "interpreter for all)",
     )
     assert {route.function.python for route in switched.routes.values() if route.function} == {
         "/opt/py311/bin/python3.11"
@@ -939,17 +940,9 @@ def test_runtime_other_than_the_interpreter_uses_its_python_from_path(sam_chat: 
 
 def test_runtime_mismatch_with_explicit_python_or_none_on_path(authorized: Path) -> None:
     app = load_template(authorized).app
-    kept, notes = python_runtimes(app, "3.13", explicit=True, which=lambda name: "/x/" + name)
-    assert kept == app
-    assert notes == (
-        "AppFunction, AuthFunction declare python3.11: --python Python 3.13 runs them",
-    )
-    kept, notes = python_runtimes(app, "3.13", explicit=False, which=lambda name: None)
-    assert kept == app
-    assert notes == (
-        "AppFunction, AuthFunction declare python3.11: no python3.11 on PATH, so Python 3.13 "
-        "runs them",
-    )
+    # An explicit --python runs everything; so does the default when PATH has no python3.X.
+    assert python_runtimes(app, "3.13", explicit=True, which=lambda name: "/x/" + name) == (app, ())
+    assert python_runtimes(app, "3.13", explicit=False, which=lambda name: None) == (app, ())
     switched, _ = python_runtimes(app, "3.13", explicit=False, which=lambda name: "/x/" + name)
     assert switched.authorizer is not None
     assert switched.authorizer.function.python == "/x/python3.11"

@@ -911,7 +911,7 @@ class _Reader:
             resolved = self.resolver.resolve(node)
         except _Unresolvable as exc:
             self.substitutions.append(
-                Substitution(logical_id, variable, "", f"{exc}: set it with --env-vars")
+                Substitution(logical_id, variable, "", f"{exc} (set {variable} with --env-vars)")
             )
             return ""
         if resolved is _NO_VALUE:
@@ -1456,30 +1456,33 @@ def python_runtimes(
     explicit: bool,
     which: Callable[[str], str | None] = shutil.which,
 ) -> tuple[App, tuple[str, ...]]:
-    """The app with each Python runtime the interpreter's version is not run by its `python3.X`.
+    """The app with each function whose python3.X runtime is not the interpreter's run by the
+    `python3.X` found on PATH, and one note per runtime so chosen.
 
-    `python_version` is the run's interpreter's "3.X". When `explicit` (the user gave --python)
-    that interpreter runs everything; else a `python3.X` found on PATH runs the functions that
-    declare it. Either way one note per runtime says what happens.
+    `python_version` is the run's interpreter's "3.X". An explicit --python runs everything, and
+    so does it when PATH has no such `python3.X` (the backends then say, per function, which
+    version runs it).
     """
-    mismatched: dict[str, list[str]] = {}
+    chosen: dict[str, str] = {}
+    names: dict[str, list[str]] = {}
     for function in _functions_of(app):
         runtime = function.runtime or ""
-        if runtime.startswith("python3") and runtime != f"python{python_version}":
-            names = mismatched.setdefault(runtime, [])
-            if function.name not in names:
-                names.append(function.name)
-    notes = []
-    chosen: dict[str, str] = {}
-    for runtime, names in mismatched.items():
-        found = None if explicit else which(runtime)
-        if found:
+        if explicit or not runtime.startswith("python3") or runtime == f"python{python_version}":
+            continue
+        if runtime not in chosen:
+            found = which(runtime)
+            if not found:
+                continue
             chosen[runtime] = found
-            how = f"running them with {found} (from PATH; --python chooses one for all)"
-        else:
-            given = "--python" if explicit else f"no {runtime} on PATH, so"
-            how = f"{given} Python {python_version} runs them"
-        notes.append(f"{', '.join(names)} declare {runtime}: {how}")
+        if function.name not in names.setdefault(runtime, []):
+            names[runtime].append(function.name)
+    notes = tuple(
+        f"{', '.join(names[runtime])} "
+        f"{'declares' if len(names[runtime]) == 1 else 'declare'} {runtime}: running "
+        f"{'it' if len(names[runtime]) == 1 else 'them'} with {found} (from PATH; --python "
+        "chooses one interpreter for all)"
+        for runtime, found in chosen.items()
+    )
 
     def with_python(function: Function | None) -> Function | None:
         if function is None or function.runtime not in chosen:
@@ -1494,7 +1497,7 @@ def python_runtimes(
     if authorizer is not None and authorizer.function.runtime in chosen:
         python = chosen[authorizer.function.runtime or ""]
         authorizer = replace(authorizer, function=replace(authorizer.function, python=python))
-    return replace(app, routes=routes, authorizer=authorizer), tuple(notes)
+    return replace(app, routes=routes, authorizer=authorizer), notes
 
 
 def _functions_of(app: App) -> list[Function]:
