@@ -151,8 +151,8 @@ def wsconn_local(*args: str, cwd: Path) -> Iterator[tuple[subprocess.Popen[bytes
     )
     assert process.stdout is not None
     try:
-        listening = read_event(process.stdout)
-        assert listening["event"] == "listening", listening
+        # Handlers' log lines (e.g. a runtime note as they load) may come first.
+        listening = events_until(process.stdout, "listening")[-1]
         yield process, listening
     finally:
         if process.poll() is None:

@@ -619,7 +619,8 @@ def config(ctx: click.Context, /, connection: str | None, check: bool, **values:
 @cli.command(
     cls=LocalCommand,
     epilog="Exit status: 0 once stopped by Ctrl-C or SIGTERM (every client closed with 1001); "
-    "2 for a usage error; 8 if it cannot listen, read the TLS files or import the local extra."
+    "2 for a usage error; 8 if it cannot listen, read the TLS files or the template, load a "
+    "handler, or import the local extra.",
 )
 @click.option(
     "--host",
