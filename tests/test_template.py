@@ -959,3 +959,19 @@ def test_startup_lines(sam_chat: Path) -> None:
         "SendMessageFunction)  <- Ref ConnectionsTable (AWS::DynamoDB::Table: its TableName)",
         "WARNING: --parameter-overrides Nope: the template declares no such parameter; ignored",
     ]
+
+
+def test_several_stages_need_stage(tmp_path: Path) -> None:
+    stages = """\
+  Dev:
+    Type: AWS::ApiGatewayV2::Stage
+    Properties: {ApiId: !Ref Api, StageName: dev}
+  Prod:
+    Type: AWS::ApiGatewayV2::Stage
+    Properties: {ApiId: !Ref Api, StageName: prod}
+"""
+    template = load_minimal(tmp_path, minimal(route_extra=stages))
+    assert template.stage is None
+    assert template.warnings() == ("the API has 2 stages (dev, prod): give --stage to pick one",)
+    chosen = with_flags(template, App(), stage="prod")
+    assert chosen.stage == "prod" and chosen.warnings() == ()

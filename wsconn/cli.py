@@ -947,10 +947,10 @@ def local(
             handler_timeout=handler_timeout if "handler_timeout" in given else None,
             route_selection=route_selection if "route_selection" in given else None,
             connect_auth=app.connect_auth if "connect_auth" in given else None,
+            stage=local_stage if "local_stage" in given else None,
         )
         app = template.app
-        if "local_stage" not in given and template.stage:
-            local_stage = template.stage
+        local_stage = template.stage or local_stage
     if list_routes:
         parent = ctx.find_object(Options)
         chosen = output or (parent.output if parent is not None else "auto")

@@ -113,6 +113,8 @@ class TemplateApp:
     needs_endpoint: Mapping[str, str] = field(default_factory=dict)
     # $connect as it would run if its unavailable authorizer were replaced (by --authorizer).
     connect_without_authorizer: Route | None = None
+    # Said when the API has several stages and no --stage picks one.
+    stage_note: str | None = None
 
     def warnings(self) -> tuple[str, ...]:
         """Everything worth a warning at start, for the routes as they now are."""
@@ -128,7 +130,8 @@ class TemplateApp:
                     f"serve it with `sam local start-lambda -t "
                     f"{self.path.name}` and add --lambda-endpoint {START_LAMBDA_URL}"
                 )
-        return (*self.notes, *(note for _, note in self.route_notes), *endpoint_notes)
+        stage = (self.stage_note,) if self.stage_note else ()
+        return (*self.notes, *stage, *(note for _, note in self.route_notes), *endpoint_notes)
 
 
 # --- reading the file ----------------------------------------------------------------------------
@@ -1099,8 +1102,9 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
         if reader.belongs(stage, api)
     ]
     named = [stage for stage in stages if stage]
+    stage_note = None
     if len(named) > 1:
-        reader.notes.append(
+        stage_note = (
             f"the API has {len(named)} stages ({', '.join(named)}): give --stage to pick one"
         )
     app = App(
@@ -1120,6 +1124,7 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
         route_notes=tuple(dict.fromkeys(reader.route_notes)),
         needs_endpoint=dict(reader.needs_endpoint),
         connect_without_authorizer=connect_without_authorizer,
+        stage_note=stage_note,
     )
 
 
@@ -1310,12 +1315,14 @@ def with_flags(
     handler_timeout: float | None = None,
     route_selection: str | None = None,
     connect_auth: Literal["none", "iam"] | None = None,
+    stage: str | None = None,
 ) -> TemplateApp:
     """The template's app with what the command line says on top.
 
     `--handler` / `--route` routes (in `flags`) take over their keys, and its authorizer the
     template's; the rest are the flags the user gave: `two_way` keys ('*': all), `env` for every
-    function, `handler_timeout` as the integration's timeout, `route_selection`, `connect_auth`.
+    function, `handler_timeout` as the integration's timeout, `route_selection`, `connect_auth`,
+    `stage` (over the template's one Stage).
     """
     routes = dict(template.app.routes)
     listed = {route.key: route for route in template.routes}
@@ -1381,6 +1388,8 @@ def with_flags(
         app=app,
         routes=tuple(sorted(listed.values(), key=lambda route: _route_order(route.key))),
         route_notes=tuple((k, note) for k, note in template.route_notes if k not in flags.routes),
+        stage=stage or template.stage,
+        stage_note=None if stage else template.stage_note,
     )
 
 
@@ -1399,6 +1408,7 @@ def read_app(
     handler_timeout: float | None = None,
     route_selection: str | None = None,
     connect_auth: Literal["none", "iam"] | None = None,
+    stage: str | None = None,
 ) -> TemplateApp:
     """`wsconn local --template PATH ...`: the template's app with the command line's flags on top."""
     template = load_template(
@@ -1420,6 +1430,7 @@ def read_app(
         handler_timeout=handler_timeout,
         route_selection=route_selection,
         connect_auth=connect_auth,
+        stage=stage,
     )
 
 
