@@ -10,42 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from wsconn.local import routes
 from wsconn.local.app import App, Function
 from wsconn.local.routes import Caller
 from wsconn.timestamps import utc_now
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from wsconn.local.backends import Backends, Invocation
 
 Emit = Callable[..., None]
-
-
-class Invocation(Protocol):
-    """One finished invocation, as the invoker reports it."""
-
-    @property
-    def payload(self) -> object: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def timed_out(self) -> bool: ...
-    @property
-    def duration_ms(self) -> float: ...
-
-
-class Invoker(Protocol):
-    """What runs functions: :class:`wsconn.local.backends.Backends`."""
-
-    async def check(self, functions: Sequence[Function]) -> None: ...
-    async def invoke(
-        self, function: Function, event: dict[str, object], *, label: str
-    ) -> Invocation: ...
-    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +69,7 @@ class Integration:
     def __init__(
         self,
         app: App,
-        invoker: Invoker | None,
+        invoker: Backends | None,
         emit: Emit,
         *,
         method_arn: str,
@@ -236,7 +214,7 @@ class Integration:
         self,
         caller: Caller,
         request_id: str,
-        now: object,
+        now: datetime,
         headers: Sequence[tuple[str, str]],
         query: Sequence[tuple[str, str]],
         sources: Sequence[str],
@@ -246,7 +224,7 @@ class Integration:
             return Admission(
                 caller, dataclasses.replace(_UNAUTHORIZED, reason=f"no identity in {missing}")
             )
-        connect = routes.connect_event(caller, request_id, utc_now(), headers, query)
+        connect = routes.connect_event(caller, request_id, now, headers, query)
         event = routes.authorizer_event(connect, self._method_arn)
         started = utc_now()
         payload, error = await self._invoke("authorizer", self._authorizer, event)
