@@ -12,12 +12,10 @@ other AWS calls keep working.
 from __future__ import annotations
 
 import ipaddress
-import os
 import shutil
 import socket
 import ssl
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 from wsconn.local.credentials import LocalCredentials
@@ -115,8 +113,3 @@ def handler_environment(
     if credentials.token is not None:
         env["AWS_SESSION_TOKEN"] = credentials.token
     return env
-
-
-def user_ca_bundle(function_env: Mapping[str, str]) -> str | None:
-    """The CA bundle a function trusts of its own: its ``AWS_CA_BUNDLE``, else wsconn's."""
-    return function_env.get("AWS_CA_BUNDLE") or os.environ.get("AWS_CA_BUNDLE") or None

@@ -47,6 +47,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 import secrets
@@ -322,7 +323,6 @@ class LocalGateway:
             CallbackListener,
             callback_host,
             handler_environment,
-            user_ca_bundle,
         )
 
         callbacks = CallbackListener(callback_host(self.config.host))
@@ -337,7 +337,8 @@ class LocalGateway:
 
         environment = handler_environment(
             f"https://{self.domain_name}/{self.config.stage}",
-            callbacks.bundle(user_ca_bundle({})),
+            # What handlers trusted before: wsconn's own AWS_CA_BUNDLE (else certifi's).
+            callbacks.bundle(os.environ.get("AWS_CA_BUNDLE") or None),
             self.credentials,
             self.config.region,
         )
