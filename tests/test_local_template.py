@@ -545,3 +545,29 @@ def test_python_runtime_found_on_path_runs_its_functions(
         f"wsconn local: WARNING: PyFn declares python3.99: running it with {wrapper} (from "
         "PATH; --python chooses one interpreter for all)"
     ) in process.stderr.read().decode().splitlines()
+
+
+def test_integration_timeout_from_the_template_fails_the_route(tmp_path: Path) -> None:
+    """TimeoutInMillis 300 with a function allowed 10 s: the client gets AWS's error frame."""
+    text = NODE_TEMPLATE.replace(
+        "Properties: {Code: node, Handler: index.handler, Runtime: nodejs20.x}",
+        f"Properties: {{Code: src, Handler: slow.handler, Runtime: {RUNTIME}, Timeout: 10}}",
+    ).replace(
+        "      IntegrationType: AWS_PROXY\n",
+        "      IntegrationType: AWS_PROXY\n      TimeoutInMillis: 300\n",
+    )
+    slow = "import time\n\ndef handler(event, context):\n    time.sleep(2)\n    return {'statusCode': 200, 'body': 'late'}\n"
+    path = write_app(tmp_path, text, {"src/slow.py": slow}, "template.yaml")
+    app = read_app(path, flags=App()).app
+    assert app.integration_timeout == 0.3
+    events = EventLog()
+    with (
+        running_gateway(events, app=app) as gateway,
+        connect(gateway.ws_url, open_timeout=WAIT) as client,
+    ):
+        client.send("hello")
+        frame = client.recv(timeout=WAIT)
+        assert isinstance(frame, str) and INTERNAL_ERROR.fullmatch(frame), frame
+    invoke = events.wait_for("invoke", route="$default")
+    assert invoke["statusCode"] == 504
+    assert invoke["error"] == "Endpoint request timed out after 0.3 s (the function runs on)"

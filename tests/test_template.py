@@ -96,8 +96,10 @@ def test_sam_template_routes_functions_and_globals(sam_chat: Path) -> None:
     )  # `chat/send.handler`, as Lambda reads it
     assert send.code_dir == sam_chat.parent / "sendmessage"
     assert send.memory_mb == 512  # the function's own value wins over Globals'
-    # A function's Timeout above API Gateway's 29 s integration limit is cut to it.
-    assert python_function(app.routes["$disconnect"]).timeout == 29
+    # A function keeps its own Timeout; API Gateway stops waiting after 29 s (the route fails
+    # then, the function runs on).
+    assert python_function(app.routes["$disconnect"]).timeout == 60
+    assert app.integration_timeout == 29
 
     assert app.routes["echo"].two_way is True
     assert app.routes["sendmessage"].two_way is False
@@ -188,7 +190,7 @@ def test_cloudformation_json_template(cfn_json: Path) -> None:
     join = python_function(app.routes["chat/join"])
     assert join.target == PythonTarget("handlers.join", "on_join")
     assert join.name == "chat-join"
-    assert join.timeout == 29
+    assert join.timeout == 45
     assert dict(join.env) == {"QUEUE": "arn:aws:sqs:us-east-1:123456789012:joins"}
     assert template.substitutions == (
         Substitution(
@@ -884,7 +886,11 @@ def test_flags_on_top_of_a_template(sam_chat: Path) -> None:
     assert app.routes["sendmessage"].two_way and app.routes["echo"].two_way
     # --env wins over everything for every template function; --handler-timeout caps Timeout.
     assert send.env["TABLE_NAME"] == "from-flag" and send.env["EXTRA"] == "x"
-    assert send.timeout == 5
+    assert send.timeout == 5 and app.integration_timeout == 5
+    longer = with_flags(template, App(), handler_timeout=60)
+    assert longer.app.integration_timeout == 60
+    assert python_function(longer.app.routes["$disconnect"]).timeout == 60
+    assert python_function(longer.app.routes["$connect"]).timeout == 10
     assert [line.split()[2] for line in listing(merged).splitlines()[1:]] == [
         "one-way",
         "one-way",
@@ -911,12 +917,36 @@ def test_two_way_flag_names_a_template_route(sam_chat: Path, two_way: str, messa
     assert raised.value.message == message
 
 
-def test_integration_timeout_caps_the_function(tmp_path: Path) -> None:
+def test_integration_timeout_in_millis(tmp_path: Path) -> None:
     text = minimal(function_extra="      Timeout: 20\n").replace(
         "      IntegrationType: AWS_PROXY\n",
         "      IntegrationType: AWS_PROXY\n      TimeoutInMillis: 1500\n",
     )
-    assert python_function(load_minimal(tmp_path, text).app.routes["$default"]).timeout == 1.5
+    template = load_minimal(tmp_path, text)
+    assert template.app.integration_timeout == 1.5
+    assert python_function(template.app.routes["$default"]).timeout == 20
+    assert template.warnings() == ()
+    # Integrations that wait differently: the shortest for every route, said so.
+    other = """\
+  Echo:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: {ApiId: !Ref Api, RouteKey: echo, Target: !Sub 'integrations/${Integ2}'}
+  Integ2:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties:
+      ApiId: !Ref Api
+      IntegrationType: AWS_PROXY
+      IntegrationUri: !Sub arn:aws:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${Fn.Arn}/invocations
+"""
+    text = minimal(route_extra=other).replace(
+        "      IntegrationType: AWS_PROXY\n      IntegrationUri: !Sub arn:aws:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${Fn.Arn}/invocations\n  Fn:",
+        "      IntegrationType: AWS_PROXY\n      TimeoutInMillis: 5000\n      IntegrationUri: !Sub arn:aws:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${Fn.Arn}/invocations\n  Fn:",
+    )
+    template = load_minimal(tmp_path, text)
+    assert template.app.integration_timeout == 5
+    assert template.warnings() == (
+        "integrations wait differently (Integ 5 s, Integ2 29 s): every route waits 5 s here",
+    )
 
 
 # --- Python runtimes ------------------------------------------------------------------------------

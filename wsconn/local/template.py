@@ -616,6 +616,8 @@ class _Reader:
     substitutions: list[Substitution] = field(default_factory=list)
     # Functions wsconn does not run itself (logical id → runtime), for --lambda-endpoint.
     needs_endpoint: dict[str, str] = field(default_factory=dict)
+    # How long API Gateway waits for each AWS_PROXY integration a route uses (seconds).
+    integration_timeouts: dict[str, float] = field(default_factory=dict)
     _functions: dict[str, tuple[Function | None, str | None]] = field(default_factory=dict)
 
     @property
@@ -800,10 +802,7 @@ class _Reader:
         properties = self.function_properties(logical_id)
         handler, runtime = self.handler_and_runtime(logical_id)
         name = self._prop_string(logical_id, properties, "FunctionName") or logical_id
-        timeout = min(
-            self._number(logical_id, properties, "Timeout", LAMBDA_DEFAULT_TIMEOUT),
-            DEFAULT_HANDLER_TIMEOUT,
-        )
+        timeout = self._number(logical_id, properties, "Timeout", LAMBDA_DEFAULT_TIMEOUT)
         memory = int(self._number(logical_id, properties, "MemorySize", LAMBDA_DEFAULT_MEMORY))
         image = self._prop_string(logical_id, properties, "PackageType") == "Image"
         python = bool(runtime and runtime.startswith("python3")) and not image
@@ -1112,6 +1111,7 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
         routes=dict(sorted(routes.items(), key=lambda item: _route_order(item[0]))),
         connect_auth=connect_auth,
         authorizer=authorizer,
+        integration_timeout=_integration_timeout(reader),
     )
     return TemplateApp(
         path=reader.path,
@@ -1126,6 +1126,20 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
         connect_without_authorizer=connect_without_authorizer,
         stage_note=stage_note,
     )
+
+
+def _integration_timeout(reader: _Reader) -> float:
+    """API Gateway's wait for the integrations (one for the app: the shortest, noted if they differ)."""
+    timeouts = reader.integration_timeouts
+    if not timeouts:
+        return DEFAULT_HANDLER_TIMEOUT
+    shortest = min(timeouts.values())
+    if len(set(timeouts.values())) > 1:
+        given = ", ".join(f"{key} {value:g} s" for key, value in sorted(timeouts.items()))
+        reader.notes.append(
+            f"integrations wait differently ({given}): every route waits {shortest:g} s here"
+        )
+    return shortest
 
 
 def _route_order(key: str) -> tuple[int, str]:
@@ -1185,15 +1199,15 @@ def _integration(
     function_id = reader.function_of_uri(integration_id, "IntegrationUri")
     function, why_not = reader.function(function_id)
     timeout_ms = reader.string(integration_id, "TimeoutInMillis")
-    if function is not None and timeout_ms is not None:
+    timeout = DEFAULT_HANDLER_TIMEOUT
+    if timeout_ms is not None:
         try:
             timeout = float(timeout_ms) / 1000
         except ValueError:
             raise reader.fail(
                 integration_id, f"TimeoutInMillis {timeout_ms!r} is not a number"
             ) from None
-        if timeout < function.timeout:
-            function = replace(function, timeout=timeout)  # the integration gives up first
+    reader.integration_timeouts[integration_id] = timeout
     return function_id, function, why_not
 
 
@@ -1321,7 +1335,8 @@ def with_flags(
 
     `--handler` / `--route` routes (in `flags`) take over their keys, and its authorizer the
     template's; the rest are the flags the user gave: `two_way` keys ('*': all), `env` for every
-    function, `handler_timeout` as the integration's timeout, `route_selection`, `connect_auth`,
+    function, `handler_timeout` (how long routes wait, and a cap on each function's Timeout),
+    `route_selection`, `connect_auth`,
     `stage` (over the template's one Stage).
     """
     routes = dict(template.app.routes)
@@ -1382,6 +1397,9 @@ def with_flags(
         connect_auth=connect_auth or template.app.connect_auth,
         authorizer=authorizer,
         catch_all=flags.catch_all,
+        integration_timeout=template.app.integration_timeout
+        if handler_timeout is None
+        else handler_timeout,
     )
     return replace(
         template,
