@@ -142,6 +142,11 @@ def app_from_flags(
         raise ConfigError("--identity-source needs --authorizer")
     if connect_auth not in ("none", "iam"):
         raise ConfigError(f"--connect-auth {connect_auth}: expected none or iam")
+    if connect_auth == "iam" and guard is not None:
+        raise ConfigError(
+            "--authorizer with --connect-auth iam: a $connect route has one authorization type "
+            "(AWS_IAM or CUSTOM), not both"
+        )
     return App(
         route_selection=route_selection,
         routes=app_routes,
