@@ -793,3 +793,22 @@ def test_integration_timeout_fails_the_route_while_the_function_runs_on(
         assert done.exists()
     invoke = events.wait_for("invoke", route="$default")
     assert invoke["statusCode"] == 504 and "timed out" in str(invoke["error"])
+
+
+def test_disconnect_after_the_maximum_duration(events: EventLog, tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    write(tmp_path, "recorder.py", RECORDER)
+    app = app_from_flags(
+        code_dir=str(tmp_path), route=["$disconnect=recorder:handler"], env=[f"EVENT_LOG={log}"]
+    )
+    with (
+        running_gateway(events, app=app, max_duration=0.5) as gateway,
+        connect(gateway.ws_url, open_timeout=WAIT) as client,
+        pytest.raises(ConnectionClosed),
+    ):
+        client.recv(timeout=WAIT)
+    gone = events.wait_for("disconnect")
+    assert gone["by"] == "max-duration"
+    events.wait_for("invoke", route="$disconnect")
+    context = _disconnect_of(log, str(gone["connectionId"]))
+    assert (context["disconnectStatusCode"], context["disconnectReason"]) == (1001, "Going Away")

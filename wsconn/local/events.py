@@ -5,7 +5,8 @@ carries the secret key or the session token.
 
 - ``listening``: endpoint, wsUrl, stage, region, auth, accessKeyId, credentialSource,
   connectAuth ("none"|"iam"), routes (the route keys), callbackEndpoint (the HTTPS endpoint
-  handlers call back on, null without a backend) (first, once)
+  handlers call back on, null without a backend) (once; first, but for the
+  ``log`` lines handlers print while they load)
 - ``connect``: connectionId, sourceIp, userAgent, query (dict of query parameters, last value wins)
 - ``message``: connectionId, type ("text"|"binary"), bytes, data (text only, first 200 characters)
 - ``post``: connectionId, bytes, frame ("text"|"binary"), status
