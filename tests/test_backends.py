@@ -154,10 +154,14 @@ def test_default_python_is_the_active_virtualenvs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    monkeypatch.delenv("CONDA_PREFIX", raising=False)
     assert default_python() == sys.executable
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "python").write_text("")
+    venv, conda = tmp_path / "venv", tmp_path / "conda"
+    for prefix in (venv, conda):
+        (prefix / "bin").mkdir(parents=True)
+        (prefix / "bin" / "python").write_text("")
+    monkeypatch.setenv("CONDA_PREFIX", str(conda))
+    assert default_python() == str(conda / "bin" / "python")
     monkeypatch.setenv("VIRTUAL_ENV", str(venv))
     assert default_python() == str(venv / "bin" / "python")
 

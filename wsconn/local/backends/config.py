@@ -107,10 +107,13 @@ def parse_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def default_python() -> str:
-    """The interpreter that runs Python handlers by default: the active virtualenv's, else ours."""
-    venv = os.environ.get("VIRTUAL_ENV")
-    if venv:
-        for candidate in (Path(venv) / "bin" / "python", Path(venv) / "Scripts" / "python.exe"):
+    """The interpreter that runs Python handlers by default: the active virtualenv's (or conda
+    environment's), else the one wsconn runs on."""
+    for variable in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        prefix = os.environ.get(variable)
+        if not prefix:
+            continue
+        for candidate in (Path(prefix) / "bin" / "python", Path(prefix) / "Scripts" / "python.exe"):
             if candidate.is_file():
                 return str(candidate)
     return sys.executable
