@@ -760,6 +760,8 @@ def test_a_virtualenv_with_nothing_installed_runs_handlers(tmp_path: Path) -> No
     ).stdout.strip()
     # A dependency of the app, installed only in the app's virtualenv.
     Path(site, "appdep.py").write_text("GREETING = 'from the app venv'\n")
+    # Output before the worker's first line (a sitecustomize that prints) is shown, not fatal.
+    Path(site, "sitecustomize.py").write_text("print(42)\nprint('site says hi')\n")
     code_dir = code(
         tmp_path,
         """
@@ -777,14 +779,15 @@ def test_a_virtualenv_with_nothing_installed_runs_handlers(tmp_path: Path) -> No
     )
     function = python_fn(code_dir)
 
-    async def scenario() -> dict[str, Any]:
-        async with backends(python=str(python)) as (live, _):
+    async def scenario() -> tuple[dict[str, Any], list[LogLine]]:
+        async with backends(python=str(python)) as (live, logs):
             await live.check([function])
             answer: dict[str, Any] = ok(await live.invoke(function, {}, label="r"))
-        return answer
+        return answer, logs
 
-    answer = run(scenario())
+    answer, logs = run(scenario())
     assert answer == {"greeting": "from the app venv", "prefix": str(venv), "third_party": []}
+    assert logs[:2] == [("handler", "stdout", "42"), ("handler", "stdout", "site says hi")]
 
 
 def test_the_worker_script_is_python_38_and_stdlib_only() -> None:

@@ -139,7 +139,9 @@ class _Worker:
                 break
             try:
                 message = json.loads(line)
-            except ValueError:  # not ours (e.g. a sitecustomize that prints): pass it on
+            except ValueError:
+                message = None
+            if not isinstance(message, dict):  # not ours (e.g. a sitecustomize that prints)
                 self._on_log(self.label, "stdout", line.decode("utf-8", "replace").rstrip("\r\n"))
                 continue
             if "log" in message:
