@@ -334,6 +334,8 @@ def main() -> None:
     sys.path_importer_cache.clear()
 
     # The protocol keeps the original pipes; the handler gets /dev/null and the line streams.
+    sys.stdout.flush()  # what ran before us (a sitecustomize) printed: it goes first, as is
+    sys.stderr.flush()
     inp = os.fdopen(os.dup(0), "rb")
     _out = os.fdopen(os.dup(1), "wb")
     devnull = os.open(os.devnull, os.O_RDONLY)
