@@ -43,11 +43,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import secrets
@@ -59,24 +57,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION, MAX_PAYLOAD
 from wsconn.local import routes, sigv4
-from wsconn.local.app import LOCAL_ACCOUNT, LOCAL_API_ID, App, Function
+from wsconn.local.app import LOCAL_ACCOUNT, LOCAL_API_ID, App
 from wsconn.local.callbacks import domain_name
 from wsconn.local.credentials import LocalCredentials, resolve_credentials
 from wsconn.local.events import Event, EventSink, make_event
 from wsconn.local.integration import Integration, Refusal
 from wsconn.local.routes import Caller
 from wsconn.timestamps import iso_ms, utc_now
-
-if TYPE_CHECKING:
-    from wsconn.local.backends import Backends
-    from wsconn.local.callbacks import CallbackListener
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +277,7 @@ class LocalGateway:
         self._shutting_down = False
         self._runner: web.AppRunner | None = None
         self._random = random.Random()
-        self._backends: Backends | None = None
-        self._callbacks: CallbackListener | None = None
+        # Runs nothing until start() loads the app's backend.
         self._integration = Integration(config.app, None, self._emit, method_arn=self._method_arn)
         # Message and $disconnect invocations still running (awaited on close).
         self._tasks: set[asyncio.Task[None]] = set()
@@ -301,67 +294,17 @@ class LocalGateway:
     @property
     def domain_name(self) -> str:
         """The ``domainName`` of backend events: ``https://{domainName}/{stage}`` reaches us."""
-        if self._callbacks is not None:
-            return domain_name(self._callbacks.host, self._callbacks.port)
+        callbacks = self._integration.callbacks
+        if callbacks is not None:
+            return domain_name(callbacks.host, callbacks.port)
         return domain_name(self.config.host, self.port)
 
     @property
     def callback_endpoint(self) -> str | None:
         """The HTTPS management endpoint handlers call back on (None without a backend)."""
-        if self._callbacks is None:
+        if self._integration.callbacks is None:
             return None
         return f"https://{self.domain_name}/{self.config.stage}"
-
-    async def _start_backend(self) -> None:
-        """With routes: the callback listener, then every handler loaded (ConfigError if not)."""
-        app = self.config.app
-        if not app.has_backend and app.authorizer is None:
-            return
-        # Only with a backend: these bring in click (errors) and trustme (the run's CA).
-        from wsconn.local.backends import Backends
-        from wsconn.local.callbacks import (
-            CallbackListener,
-            callback_host,
-            handler_environment,
-        )
-
-        callbacks = CallbackListener(callback_host(self.config.host))
-        self._callbacks = callbacks
-
-        def with_ca_bundle(function: Function) -> Function:
-            # A function's own AWS_CA_BUNDLE (--env) still trusts the run's CA too.
-            if "AWS_CA_BUNDLE" not in function.env:
-                return function
-            bundle = callbacks.bundle(function.env["AWS_CA_BUNDLE"])
-            return dataclasses.replace(function, env={**function.env, "AWS_CA_BUNDLE": bundle})
-
-        environment = handler_environment(
-            f"https://{self.domain_name}/{self.config.stage}",
-            # What handlers trusted before: wsconn's own AWS_CA_BUNDLE (else certifi's).
-            callbacks.bundle(os.environ.get("AWS_CA_BUNDLE") or None),
-            self.credentials,
-            self.config.region,
-        )
-        backends = Backends(
-            self.config.python,
-            self._on_log,
-            env=environment,
-            region=self.config.region,
-            account_id=LOCAL_ACCOUNT,
-        )
-        self._backends = backends
-        self._integration = Integration(
-            app, backends, self._emit, method_arn=self._method_arn, prepare=with_ca_bundle
-        )
-        await backends.check(self._integration.functions)
-
-    def _on_log(self, label: str, stream: str, line: str) -> None:
-        self._emit("log", route=label, stream=stream, line=line)
-
-    async def _stop_backend(self) -> None:
-        backends, self._backends = self._backends, None
-        if backends is not None:
-            await backends.aclose()
 
     @property
     def endpoint(self) -> str:
@@ -379,11 +322,17 @@ class LocalGateway:
         Raises ``ConfigError`` for a handler that cannot load and ``OSError`` if the port is taken,
         before anything listens.
         """
-        try:
-            await self._start_backend()
-        except BaseException:
-            await self._close_backend_quietly()
-            raise
+        self._integration = await Integration.start(
+            self.config.app,
+            self._emit,
+            method_arn=self._method_arn,
+            host=self.config.host,
+            stage=self.config.stage,
+            region=self.config.region,
+            credentials=self.credentials,
+            account_id=LOCAL_ACCOUNT,
+            python=self.config.python,
+        )
         app = web.Application(client_max_size=MAX_POST_BYTES + 1)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # The CLI owns signals; hash the body exactly as sent (no transparent gunzip).
@@ -394,14 +343,15 @@ class LocalGateway:
                 runner, self.config.host, self.config.port, ssl_context=self.config.tls
             )
             await site.start()
-            if self._callbacks is not None:
+            callbacks = self._integration.callbacks
+            if callbacks is not None:
                 callback_site = web.SockSite(
-                    runner, self._callbacks.socket, ssl_context=self._callbacks.server_context
+                    runner, callbacks.socket, ssl_context=callbacks.server_context
                 )
                 await callback_site.start()
         except BaseException:
             await runner.cleanup()
-            await self._close_backend_quietly()
+            await self._integration.aclose()
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
@@ -418,12 +368,6 @@ class LocalGateway:
             routes=sorted(self.config.app.routes),
             callbackEndpoint=self.callback_endpoint,
         )
-
-    async def _close_backend_quietly(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._stop_backend()
-        if self._callbacks is not None:
-            self._callbacks.close()
 
     async def close(self) -> None:
         """Close every client with 1001 ``Going Away``, then stop the server."""
@@ -442,12 +386,10 @@ class LocalGateway:
             await asyncio.wait(set(self._tasks), timeout=self.config.close_timeout)
             for task in set(self._tasks):
                 task.cancel()
-        await self._stop_backend()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-        if self._callbacks is not None:
-            self._callbacks.close()
+        await self._integration.aclose()
 
     # -- events -----------------------------------------------------------------------------
 

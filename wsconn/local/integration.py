@@ -9,7 +9,9 @@ functions are run by an invoker (:class:`wsconn.local.backends.Backends`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +24,8 @@ from wsconn.timestamps import utc_now
 
 if TYPE_CHECKING:
     from wsconn.local.backends import Backends, Invocation
+    from wsconn.local.callbacks import CallbackListener
+    from wsconn.local.credentials import LocalCredentials
 
 Emit = Callable[..., None]
 
@@ -74,8 +78,10 @@ class Integration:
         *,
         method_arn: str,
         prepare: Callable[[Function], Function] | None = None,
+        callbacks: CallbackListener | None = None,
     ) -> None:
         self.app = app
+        self.callbacks = callbacks
         self._invoker = invoker
         self._emit = emit
         self._method_arn = method_arn
@@ -98,6 +104,86 @@ class Integration:
         self._catch_all = (
             None if catch_all is None or catch_all.function is None else runtime(catch_all.function)
         )
+
+    @classmethod
+    async def start(
+        cls,
+        app: App,
+        emit: Emit,
+        *,
+        method_arn: str,
+        host: str,
+        stage: str,
+        region: str,
+        credentials: LocalCredentials,
+        account_id: str,
+        python: str | None,
+    ) -> Integration:
+        """The app's backend, loaded: its callback listener bound (not yet listening) and every
+        Python handler imported once (``ConfigError`` if one cannot load). With no route, an
+        integration that runs nothing (every message answers Forbidden)."""
+        if not app.has_backend and app.authorizer is None:
+            return cls(app, None, emit, method_arn=method_arn)
+        # Only with a backend: these bring in click (errors) and trustme (the run's CA).
+        from wsconn.local.backends import Backends
+        from wsconn.local.callbacks import (
+            CallbackListener,
+            callback_host,
+            domain_name,
+            handler_environment,
+        )
+
+        callbacks = CallbackListener(callback_host(host))
+
+        def with_ca_bundle(function: Function) -> Function:
+            # A function's own AWS_CA_BUNDLE (--env) still trusts the run's CA too.
+            if "AWS_CA_BUNDLE" not in function.env:
+                return function
+            bundle = callbacks.bundle(function.env["AWS_CA_BUNDLE"])
+            return dataclasses.replace(function, env={**function.env, "AWS_CA_BUNDLE": bundle})
+
+        backends: Backends | None = None
+        try:
+            environment = handler_environment(
+                f"https://{domain_name(callbacks.host, callbacks.port)}/{stage}",
+                # What handlers trusted before: wsconn's own AWS_CA_BUNDLE (else certifi's).
+                callbacks.bundle(os.environ.get("AWS_CA_BUNDLE") or None),
+                credentials,
+                region,
+            )
+            backends = Backends(
+                python,
+                lambda label, stream, line: emit("log", route=label, stream=stream, line=line),
+                env=environment,
+                region=region,
+                account_id=account_id,
+            )
+            integration = cls(
+                app,
+                backends,
+                emit,
+                method_arn=method_arn,
+                prepare=with_ca_bundle,
+                callbacks=callbacks,
+            )
+            await backends.check(integration.functions)
+        except BaseException:
+            if backends is not None:
+                with contextlib.suppress(Exception):
+                    await backends.aclose()
+            callbacks.close()
+            raise
+        return integration
+
+    async def aclose(self) -> None:
+        """Stop every worker and remove the run's CA bundles (after the listeners are closed)."""
+        invoker, self._invoker = self._invoker, None
+        try:
+            if invoker is not None:
+                await invoker.aclose()
+        finally:
+            if self.callbacks is not None:
+                self.callbacks.close()
 
     @property
     def functions(self) -> list[Function]:
