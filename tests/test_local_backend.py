@@ -812,3 +812,39 @@ def test_disconnect_after_the_maximum_duration(events: EventLog, tmp_path: Path)
     events.wait_for("invoke", route="$disconnect")
     context = _disconnect_of(log, str(gone["connectionId"]))
     assert (context["disconnectStatusCode"], context["disconnectReason"]) == (1001, "Going Away")
+
+
+def test_posting_to_a_connection_from_its_own_connect_answers_410(
+    events: EventLog, tmp_path: Path
+) -> None:
+    outcome = tmp_path / "outcome"
+    write(
+        tmp_path,
+        "early.py",
+        f"""
+        import boto3
+
+        def handler(event, context):
+            ctx = event["requestContext"]
+            api = boto3.client(
+                "apigatewaymanagementapi",
+                endpoint_url=f"https://{{ctx['domainName']}}/{{ctx['stage']}}",
+            )
+            try:
+                api.post_to_connection(ConnectionId=ctx["connectionId"], Data=b"too early")
+                result = "delivered"
+            except api.exceptions.GoneException:
+                result = "gone"
+            with open({str(outcome)!r}, "w") as out:
+                out.write(result)
+            return {{"statusCode": 200}}
+        """,
+    )
+    with (
+        backend(events, tmp_path, route=["$connect=early:handler"]) as gateway,
+        connect(gateway.ws_url, open_timeout=WAIT) as client,
+    ):
+        client.send("hello")
+        # The first frame is the Forbidden answer: the early POST delivered nothing.
+        assert json.loads(client.recv(timeout=WAIT))["message"] == "Forbidden"
+    assert outcome.read_text() == "gone"
