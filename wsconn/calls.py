@@ -491,6 +491,7 @@ class Bulk:
     gone_out: str | None = None
     failed_out: str | None = None
     unique: bool = False
+    processes: int = 1  # -P: worker processes, each with `concurrency` threads
 
 
 @dataclass(frozen=True)
@@ -548,8 +549,6 @@ def fan_out(
     resolver = Resolver(settings)
     resolver.credentials()  # no credentials: say so once, before reading a single id
     _check_lists(bulk)
-    pacer = fanout.RunPacer(bulk.rate, threading.Event())
-    clients = _clients(resolver, tracer, bulk.concurrency, pacer)
     key = _unique_key(resolver) if bulk.unique else None
     out.begin(lambda: fanout.count_ids(bulk.ids, key))
     with (
@@ -557,9 +556,25 @@ def fan_out(
         fanout.open_list(bulk.gone_out) as gone_out,
         fanout.open_list(bulk.failed_out) as failed_out,
     ):
+        lines = fanout.read_ids(ids, key)  # read here: --unique holds across all workers
+        if bulk.processes > 1:
+            # One pacer for every process (--rate in all, a 429 slows them all), made before
+            # the workers fork; each worker makes its own clients and pool after.
+            shared = fanout.RunPacer(bulk.rate, fanout.StopFlag(), shared=True)
+            run: fanout.FanOut | fanout.ProcessFanOut = fanout.ProcessFanOut(
+                lines=lines,
+                processes=bulk.processes,
+                concurrency=bulk.concurrency,
+                pacer=shared,
+                clients=lambda pacer: _clients(resolver, tracer, bulk.concurrency, pacer),
+                call=operation.call,
+            )
+            code = fanout.run(run, out, gone_out=gone_out, failed_out=failed_out)
+            return FanOutResult(code, run.input_abandoned)
+        pacer = fanout.RunPacer(bulk.rate, threading.Event())
+        clients = _clients(resolver, tracer, bulk.concurrency, pacer)
         run = fanout.FanOut(
-            ids=ids,
-            unique_key=key,
+            lines=lines,
             concurrency=bulk.concurrency,
             pacer=pacer,
             client_for=clients,

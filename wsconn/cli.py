@@ -26,6 +26,7 @@ from wsconn.limits import (
     IDLE_TIMEOUT,
     MAX_DURATION,
     MAX_PAYLOAD,
+    MAX_PROCESSES,
 )
 from wsconn.streams import Streams
 
@@ -264,6 +265,21 @@ def _unmark(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     return value[1:] if value and value.startswith(_MARK) else value
 
 
+class _Processes(click.ParamType):  # type: ignore[type-arg]  # generic in newer click
+    """-P: a number of worker processes, or auto (one per core)."""
+
+    name = "processes"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        if value == "auto":
+            return max(1, os.cpu_count() or 1)
+        if not value.isdigit() or not 1 <= int(value) <= MAX_PROCESSES:
+            self.fail(f"{value!r} is not a number of processes (1-{MAX_PROCESSES}) or auto")
+        return int(value)
+
+
 _BULK_OPTIONS = [
     click.option(
         "--ids",
@@ -278,6 +294,14 @@ _BULK_OPTIONS = [
         type=click.IntRange(1, 256),
         metavar="N",
         help=f"With --ids: requests in flight [default: {DEFAULT_CONCURRENCY}].",
+    ),
+    click.option(
+        "-P",
+        "--processes",
+        type=_Processes(),
+        metavar="N|auto",
+        help="With --ids: worker processes, each with its own -j requests in flight "
+        "(auto: one per core) [default: 1].",
     ),
     click.option(
         "--rate",
@@ -316,7 +340,7 @@ def _bulk(values: dict[str, Any], connection: str | None) -> Bulk | None:
     ids = values.get("ids")
     extra = [
         name
-        for name in ("concurrency", "rate", "gone_out", "failed_out", "unique")
+        for name in ("concurrency", "processes", "rate", "gone_out", "failed_out", "unique")
         if values.get(name) is not None
     ]
     if ids is None:
@@ -328,6 +352,12 @@ def _bulk(values: dict[str, Any], connection: str | None) -> Bulk | None:
         return None
     if connection is not None:
         raise UsageError("give either CONNECTION or --ids FILE, not both")
+    processes = values.get("processes") or 1
+    if processes > 1:
+        import multiprocessing
+
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise UsageError("-P/--processes needs fork(), which this platform lacks: use -j")
     return Bulk(
         ids,
         values.get("concurrency") or DEFAULT_CONCURRENCY,
@@ -335,6 +365,7 @@ def _bulk(values: dict[str, Any], connection: str | None) -> Bulk | None:
         values.get("gone_out"),
         values.get("failed_out"),
         bool(values.get("unique")),
+        processes,
     )
 
 

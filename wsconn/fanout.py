@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
 import os
 import queue
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, MutableSequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Protocol
 
@@ -27,6 +29,8 @@ from wsconn.endpoint import readable
 from wsconn.errors import ConfigError, ExitCode, NotAttempted, UsageError, WsconnError
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from wsconn.client import ManagementClient, Result
     from wsconn.endpoint import Endpoint
 
@@ -137,6 +141,45 @@ class Summary:
 _LOG_STEP = math.log(1.02)
 
 
+class StopFlag:
+    """A run's stop, seen by every worker thread of every worker process (-P): one shared byte.
+
+    Lock-free, so a signal handler may set it while any thread reads it; `wait` polls it.
+    """
+
+    def __init__(self) -> None:
+        self._flag = multiprocessing.get_context("fork").RawValue("b", 0)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._flag.value:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.05))
+        return True
+
+
+class Stop(Protocol):
+    """threading.Event, or a StopFlag across processes."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
+# RunPacer's state, one float each (a list, or shared memory across processes).
+_RATE, _NEXT, _PAUSE, _CHANGED, _WINDOW, _COUNT, _OBSERVED = range(7)
+
+
 class RunPacer:
     """Paces every worker of one run: --rate, and a run-wide slow-down when throttled.
 
@@ -144,59 +187,73 @@ class RunPacer:
     once per half-second (sixteen workers throttled together are one signal, not sixteen); each
     half-second without a 429 raises it by a quarter, back to --rate (or unlimited). So a
     throttling service sees the whole run back off instead of every worker hammering it.
+    With `shared`, the state lives in shared memory under one lock for the worker processes of
+    -P: --rate is the total, and a 429 slows them all.
     """
 
     STEP = 0.5  # seconds between rate changes
 
-    def __init__(self, rate: float | None, stop: threading.Event) -> None:
+    def __init__(self, rate: float | None, stop: Stop, *, shared: bool = False) -> None:
         self.limit = rate
-        self.rate = rate  # the current cap, requests per second; None = unlimited
         self.stop = stop
-        self._lock = threading.Lock()
-        self._next_start = 0.0
-        self._pause_until = 0.0
-        self._last_change = 0.0
-        self._window_start = time.monotonic()
-        self._window_count = 0
-        self._observed = 0.0  # requests/s over the last full window
+        state = [rate or 0.0, 0.0, 0.0, 0.0, time.monotonic(), 0.0, 0.0]
+        if shared:
+            context = multiprocessing.get_context("fork")
+            self._state: MutableSequence[float] = context.RawArray("d", state)
+            self._lock: AbstractContextManager[object] = context.Lock()
+        else:
+            self._state = state
+            self._lock = threading.Lock()
+
+    @property
+    def rate(self) -> float | None:
+        """The current cap, requests per second; None = unlimited."""
+        return self._state[_RATE] or None
 
     def wait(self) -> None:
+        state = self._state
+        now = time.monotonic()
+        if not state[_RATE] and state[_PAUSE] <= now and now - state[_WINDOW] < self.STEP:
+            state[_COUNT] += 1  # unlimited and not paused: no lock (the count is an estimate)
+            return
         with self._lock:
             now = time.monotonic()
-            start = max(now, self._next_start, self._pause_until)
-            if self.rate:
-                self._next_start = start + 1.0 / self.rate
-            if now - self._window_start >= self.STEP:
-                self._observed = self._window_count / (now - self._window_start)
-                self._window_start, self._window_count = now, 0
-            self._window_count += 1
+            start = max(now, state[_NEXT], state[_PAUSE])
+            if state[_RATE]:
+                state[_NEXT] = start + 1.0 / state[_RATE]
+            if now - state[_WINDOW] >= self.STEP:
+                state[_OBSERVED] = state[_COUNT] / (now - state[_WINDOW])
+                state[_WINDOW], state[_COUNT] = now, 0
+            state[_COUNT] += 1
         if start > now:
             self.sleep(start - now)
 
     def succeeded(self) -> None:
-        if self.rate is None or self.rate == self.limit:
+        state = self._state
+        if not state[_RATE] or state[_RATE] == self.limit:
             return
         with self._lock:
             now = time.monotonic()
-            if self.rate is None or now - self._last_change < self.STEP:
+            if not state[_RATE] or now - state[_CHANGED] < self.STEP:
                 return
-            self._last_change = now
-            grown = self.rate * 1.25
+            state[_CHANGED] = now
+            grown = state[_RATE] * 1.25
             if self.limit is not None:
-                self.rate = min(grown, self.limit)
+                state[_RATE] = min(grown, self.limit)
             else:
-                self.rate = None if grown > 10_000 else grown
+                state[_RATE] = 0.0 if grown > 10_000 else grown
 
     def throttled(self, delay: float) -> None:
+        state = self._state
         with self._lock:
             now = time.monotonic()
-            self._pause_until = max(self._pause_until, now + delay)
-            if now - self._last_change < self.STEP and self.rate is not None:
+            state[_PAUSE] = max(state[_PAUSE], now + delay)
+            if now - state[_CHANGED] < self.STEP and state[_RATE]:
                 return
-            self._last_change = now
-            recent = self._window_count / max(now - self._window_start, 0.05)
-            current = self.rate or max(self._observed, recent, 2.0)
-            self.rate = max(1.0, current / 2)
+            state[_CHANGED] = now
+            recent = state[_COUNT] / max(now - state[_WINDOW], 0.05)
+            current = state[_RATE] or max(state[_OBSERVED], recent, 2.0)
+            state[_RATE] = max(1.0, current / 2)
 
     def sleep(self, delay: float) -> None:
         self.stop.wait(delay)
@@ -271,21 +328,20 @@ def count_ids(path: str, unique_key: Callable[[str], object] | None = None) -> i
 
 
 class FanOut:
-    """One run: ids in, one Outcome per input line out (via `results()`)."""
+    """One run: lines in, one Outcome per line out (via `results()`), over threads."""
 
     def __init__(
         self,
         *,
-        ids: IO[str],
-        unique_key: Callable[[str], object] | None,
+        lines: Iterable[str],
         concurrency: int,
         pacer: RunPacer,
         client_for: Callable[[str], tuple[ManagementClient, str]],
         call: Operation,
     ) -> None:
+        """`lines`: the ids as read (`read_ids`), consumed by a thread of the run's own."""
         self.stop = pacer.stop
-        self._ids = ids
-        self._unique_key = unique_key
+        self._lines = lines
         self._concurrency = concurrency
         self._client_for = client_for
         self._call = call
@@ -297,6 +353,12 @@ class FanOut:
 
     def results(self) -> Iterator[Outcome]:
         """Start the run and yield each line's outcome as it completes."""
+        for batch in self.batches(1):
+            yield from batch
+
+    def batches(self, most: int, linger: float = 0.0) -> Iterator[list[Outcome]]:
+        """Start the run; yield the outcomes as they complete, up to `most` at a time: those
+        there, and those that come within `linger` seconds of the first."""
         threads = [threading.Thread(target=self._read, name="wsconn-ids", daemon=True)]
         threads += [
             threading.Thread(target=self._work_loop, name=f"wsconn-worker-{n}", daemon=True)
@@ -315,10 +377,24 @@ class FanOut:
                     return
                 continue
             last_result = time.monotonic()
-            if item is None:
-                running -= 1
-            else:
-                yield item
+            until = last_result + linger
+            batch: list[Outcome] = []
+            while True:
+                if item is None:
+                    running -= 1
+                else:
+                    batch.append(item)
+                if len(batch) >= most or not running:
+                    break
+                try:
+                    left = until - time.monotonic()
+                    item = (
+                        self._results.get(timeout=left) if left > 0 else self._results.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+            if batch:
+                yield batch
 
     def _input_stuck(self, reader: threading.Thread, last_result: float) -> bool:
         """Stopped, nothing in flight, and the ids still not read to their end for a second:
@@ -333,7 +409,7 @@ class FanOut:
 
     def _read(self) -> None:
         try:
-            for line in read_ids(self._ids, self._unique_key):
+            for line in self._lines:
                 if self.stop.is_set():
                     self._results.put(_not_attempted(line))
                     continue
@@ -402,6 +478,308 @@ class FanOut:
         )
 
 
+NO_WORKER = "no worker process is left to send it"
+LINGER = 0.01  # seconds a worker gathers outcomes before sending them (fewer pipe messages)
+
+
+class _Worker:
+    """The parent's side of one worker process: its pipe, and the lines it holds."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, pipe: Connection) -> None:
+        self.process = process
+        self.pipe = pipe
+        self.held: Counter[str] = Counter()  # lines sent and not yet reported
+        self.holding = 0  # their number
+        self.room = threading.Condition()
+        self.died: str | None = None  # why, once the worker is found dead
+
+    def take(self, lines: list[str]) -> bool:
+        """Hold `lines` for the worker; False if it is dead (they are not held)."""
+        with self.room:
+            if self.died is not None:
+                return False
+            self.held.update(lines)
+            self.holding += len(lines)
+            return True
+
+    def die(self, why: str) -> list[str]:
+        """The worker is dead: the lines it held, no longer held."""
+        with self.room:
+            self.died = why
+            lost = list(self.held.elements())
+            self.held.clear()
+            self.holding = 0
+            self.room.notify_all()
+            return lost
+
+    def reported(self, lines: Iterable[str]) -> None:
+        with self.room:
+            for line in lines:
+                left = self.held[line] - 1
+                if left:
+                    self.held[line] = left
+                else:
+                    del self.held[line]
+                self.holding -= 1
+            self.room.notify()
+
+
+class ProcessFanOut:
+    """-P N: one stream of ids over N worker processes, each a FanOut with its own threads and
+    connection pool; the outcomes come back here, to one writer and one renderer (`run`).
+
+    A reader thread streams the ids into a bounded queue; a feeder thread per worker sends it
+    batches of lines as its own queue has room (memory stays flat), a collector thread per
+    worker takes its outcomes back. Workers ignore SIGINT and SIGTERM: they stop when the run's
+    StopFlag is set, and report every line they were sent, attempted or not. A worker that dies
+    costs its held lines one internal-error outcome each, never the run.
+    """
+
+    def __init__(
+        self,
+        *,
+        lines: Iterable[str],
+        processes: int,
+        concurrency: int,
+        pacer: RunPacer,
+        clients: Callable[[RunPacer], ClientCache],
+        call: Operation,
+    ) -> None:
+        """`clients(pacer)` makes a worker's client cache, in the worker (after the fork)."""
+        self.stop = pacer.stop
+        self._lines = lines
+        self._processes = processes
+        self._concurrency = concurrency
+        self._pacer = pacer
+        self._clients = clients
+        self._call = call
+        # Lines a worker may hold: -j in flight and more queued, refilled -j at a time (few
+        # messages on the pipes; its threads never wait for lines).
+        self._hold = concurrency * 4
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=self._hold * processes)
+        self._results: queue.Queue[list[Outcome] | None] = queue.Queue(maxsize=processes * 64)
+        self._all_dead = threading.Event()
+        self._workers: list[_Worker] = []
+        self._reader = threading.Thread()
+        self.input_abandoned = False
+
+    def results(self) -> Iterator[Outcome]:
+        """Start the workers and yield each line's outcome as it completes."""
+        context = multiprocessing.get_context("fork")
+        workers: list[_Worker] = []
+        sys.stdout.flush()  # a child must not inherit (and write again) what is still buffered
+        sys.stderr.flush()
+        try:
+            for number in range(self._processes):  # before any thread of ours: a clean fork
+                ours, theirs = context.Pipe()
+                process = context.Process(
+                    target=self._serve, args=(theirs,), name=f"wsconn-worker-{number}", daemon=True
+                )
+                process.start()
+                theirs.close()
+                workers.append(_Worker(process, ours))
+            reader = self._reader = threading.Thread(
+                target=self._read, name="wsconn-ids", daemon=True
+            )
+            self._workers = workers
+            threads = [reader]
+            for worker in workers:
+                threads.append(threading.Thread(target=self._feed, args=(worker,), daemon=True))
+                threads.append(threading.Thread(target=self._collect, args=(worker,), daemon=True))
+            for thread in threads:
+                thread.start()
+            running = 1 + len(workers)  # the reader, and each collector, end with a None
+            last_result = time.monotonic()
+            while running:
+                try:
+                    batch = self._results.get(timeout=0.1)
+                except queue.Empty:
+                    if self._input_stuck(reader, workers, last_result):
+                        self.input_abandoned = True
+                        return
+                    continue
+                last_result = time.monotonic()
+                if batch is None:
+                    running -= 1
+                else:
+                    yield from batch
+        except BaseException:  # a second Ctrl-C (or a bug): quit at once, nothing left running
+            for worker in workers:
+                worker.process.kill()
+            raise
+        finally:
+            self.stop.set()  # (already set unless every line was reported)
+            for worker in workers:
+                _end(worker)
+
+    def _input_stuck(self, reader: threading.Thread, workers: list[_Worker], since: float) -> bool:
+        """As FanOut's: stopped, nothing held by a worker, the input still open after 1 s."""
+        return (
+            self.stop.is_set()
+            and reader.is_alive()
+            and not any(worker.holding for worker in workers)
+            and self._queue.empty()
+            and time.monotonic() - since > 1.0
+        )
+
+    def _read(self) -> None:
+        try:
+            for line in self._lines:
+                if self.stop.is_set():
+                    self._results.put([_not_attempted(line)])
+                elif not self._put(line):
+                    self._results.put([_lost(line, NO_WORKER)])
+        except (OSError, UnicodeDecodeError) as exc:
+            failure = Outcome(
+                "", None, "config-error", ExitCode.CONFIG, message=f"cannot read ids: {exc}"
+            )
+            self._results.put([failure])
+        except ValueError:
+            if not self.stop.is_set():
+                raise
+            # A second Ctrl-C: the run quit and closed the ids under this thread.
+        finally:
+            for _ in range(self._processes):
+                self._put(None)
+            self._results.put(None)
+
+    def _put(self, line: str | None) -> bool:
+        """Queue a line for the feeders; False once no worker is left to take it."""
+        while not self._all_dead.is_set():
+            try:
+                self._queue.put(line, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _feed(self, worker: _Worker) -> None:
+        """Send the worker batches of lines while it has room; then the end (None)."""
+        ended = False
+        while not ended:
+            with worker.room:
+                worker.room.wait_for(
+                    lambda: (
+                        worker.died is not None or worker.holding <= self._hold - self._concurrency
+                    )
+                )
+                if worker.died is not None:
+                    return  # the other workers take the lines on
+                room = self._hold - worker.holding
+            batch: list[str] = []
+            line = self._queue.get()
+            while line is not None:
+                batch.append(line)
+                if len(batch) >= room:
+                    break
+                try:
+                    line = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            ended = line is None
+            if self.stop.is_set():  # stopped: nothing more goes to a worker
+                if batch:
+                    self._results.put([_not_attempted(line) for line in batch])
+                continue
+            if batch:
+                if not worker.take(batch):  # it died while this batch was gathered
+                    self._results.put([_lost(line, worker.died or "") for line in batch])
+                    return
+                if not _send(worker, batch):
+                    return  # its collector reports what it held
+        _send(worker, None)
+
+    def _collect(self, worker: _Worker) -> None:
+        """Take the worker's outcomes until it ends; if it dies, fail the lines it held."""
+        try:
+            while True:
+                try:
+                    batch: list[Outcome] | None = worker.pipe.recv()
+                except (EOFError, OSError):
+                    break
+                if batch is None:
+                    return
+                worker.reported(outcome.line for outcome in batch)
+                self._results.put(batch)
+            worker.process.join(5)
+            why = f"worker process {worker.process.name} exited ({worker.process.exitcode})"
+            lost = worker.die(why)
+            if lost:
+                self._results.put([_lost(line, why) for line in lost])
+            if all(other.died is not None for other in self._workers):
+                self._no_worker_left()
+        finally:
+            self._results.put(None)
+
+    def _no_worker_left(self) -> None:
+        """Every worker died: the lines queued and still to be read fail (the reader reports
+        those it reads from now on)."""
+        self._all_dead.set()
+        while self._reader.is_alive() or not self._queue.empty():
+            try:
+                line = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if line is not None:
+                self._results.put([_lost(line, NO_WORKER)])
+
+    def _serve(self, pipe: Connection) -> None:
+        """A worker process: a FanOut over the lines the parent sends, outcomes sent back."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # the parent decides; the StopFlag tells us
+
+        def lines() -> Iterator[str]:
+            while True:
+                try:
+                    batch: list[str] | None = pipe.recv()
+                except (EOFError, OSError):  # the parent is gone: stop, as after Ctrl-C
+                    self.stop.set()
+                    return
+                if batch is None:
+                    return
+                yield from batch
+
+        clients = self._clients(self._pacer)
+        run = FanOut(
+            lines=lines(),
+            concurrency=self._concurrency,
+            pacer=self._pacer,
+            client_for=clients,
+            call=self._call,
+        )
+        try:
+            for batch in run.batches(self._hold, linger=LINGER):
+                pipe.send(batch)
+            pipe.send(None)
+        except OSError:
+            pass  # the parent is gone
+        finally:
+            clients.close()
+        if run.input_abandoned:
+            os._exit(0)  # the reader thread still waits on the pipe: leave now
+
+
+def _lost(line: str, why: str) -> Outcome:
+    return Outcome(line, None, "failed", ExitCode.INTERNAL, message=f"internal error: {why}")
+
+
+def _send(worker: _Worker, message: list[str] | None) -> bool:
+    try:
+        worker.pipe.send(message)
+    except OSError:  # the worker is gone; its collector reports what it held
+        return False
+    return True
+
+
+def _end(worker: _Worker) -> None:
+    """Let a worker end (it has reported, or it stops: its pipe closes), else kill it."""
+    worker.pipe.close()
+    worker.process.join(5.0)
+    if worker.process.is_alive():
+        worker.process.kill()
+        worker.process.join()
+
+
 class Renderer(Protocol):
     """What the run reports to (render.BulkOutput)."""
 
@@ -421,7 +799,7 @@ class Renderer(Protocol):
 
 
 def run(
-    fanout: FanOut,
+    fanout: FanOut | ProcessFanOut,
     out: Renderer,
     *,
     gone_out: IO[str] | None,

@@ -13,6 +13,7 @@ MAX_DURATION = 7200.0  # seconds: ... and any connection after 2 hours
 DEFAULT_TIMEOUT = 10.0  # seconds: --timeout, connect and each read
 DEFAULT_RETRIES = 3  # --retries
 DEFAULT_CONCURRENCY = 16  # -j with --ids
+MAX_PROCESSES = 64  # -P with --ids
 DEFAULT_INTERVAL = 2.0  # seconds between polls of `status --watch`
 
 
