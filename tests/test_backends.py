@@ -659,6 +659,26 @@ def _running(pid: int) -> bool:
         return True
 
 
+def test_nothing_starts_after_aclose_and_a_failing_log_sink_stalls_nothing(tmp_path: Path) -> None:
+    code_dir = code(tmp_path, "def handler(event, context):\n    print('hi')\n    return 1\n")
+    function = python_fn(code_dir)
+
+    def broken_sink(label: str, stream: str, line: str) -> None:
+        raise BrokenPipeError("the console went away")
+
+    async def scenario() -> None:
+        live = Backends(None, broken_sink)
+        try:
+            assert ok(await live.invoke(function, {}, label="r")) == 1
+        finally:
+            await live.aclose()
+        late = await live.invoke(function, {}, label="r")
+        assert late.error == "the gateway is stopping"
+        assert live._pools == {}  # no pool (and so no worker) was made for it
+
+    run(scenario())
+
+
 def test_environment_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WSCONN_SHELL_CLUTTER", "should not reach handlers")
     monkeypatch.setenv("PYTHONPATH", "/nowhere")

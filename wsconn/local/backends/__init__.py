@@ -143,6 +143,8 @@ class Backends:
     async def invoke(self, function: Function, event: dict[str, Any], *, label: str) -> Invocation:
         """Run ``function`` on ``event`` (within ``function.timeout``); never raises for its failures."""
         started = time.perf_counter()
+        if self._closed:  # nothing may start once aclose() has run: it would be left running
+            return Invocation(None, "the gateway is stopping", False, 0.0, new_request_id())
         if isinstance(function.target, LambdaTarget):
             from wsconn.local.backends.invoke_api import invoke_lambda
 

@@ -126,6 +126,11 @@ class _Worker:
             self.proc.stdin.write(request)  # a broken pipe: the reader sees the exit
         return pending
 
+    def _log(self, stream: str, line: str) -> None:
+        # A failing sink must not stop this reader: the invocation's answer comes the same way.
+        with contextlib.suppress(Exception):
+            self._on_log(self.label, stream, line)
+
     async def _read_protocol(self) -> None:
         assert self.proc.stdout is not None
         stdout = self.proc.stdout
@@ -142,10 +147,10 @@ class _Worker:
             except ValueError:
                 message = None
             if not isinstance(message, dict):  # not ours (e.g. a sitecustomize that prints)
-                self._on_log(self.label, "stdout", line.decode("utf-8", "replace").rstrip("\r\n"))
+                self._log("stdout", line.decode("utf-8", "replace").rstrip("\r\n"))
                 continue
             if "log" in message:
-                self._on_log(self.label, message["log"], message["line"])
+                self._log(message["log"], message["line"])
             elif "oom" in message:
                 self.oom_mb = message["oom"]
             elif "id" in message:
@@ -172,7 +177,7 @@ class _Worker:
                 return
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             self.last_stderr = line or self.last_stderr
-            self._on_log(self.label, "stderr", line)
+            self._log("stderr", line)
 
     def _exit_error(self) -> str:
         return _exit_error(self.proc.returncode, self.oom_mb, self.memory_mb)
