@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -113,6 +114,25 @@ def test_completion_imports_nothing_heavy() -> None:
     modules = _imported_modules([], env)
     assert "click" in modules  # the run really happened
     assert not {m for m in modules if m.split(".")[0] in HEAVY}
+
+
+@pytest.mark.parametrize("config", ["empty", "missing"])
+def test_send_reads_no_botocore_when_the_env_has_everything(
+    gateway: Any, tmp_path: Path, config: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys and region in the environment, no config to read: a send imports no botocore."""
+    if config == "missing":
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-such-config"))
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "wsconn", "send", "--endpoint",
+         gateway.endpoint, "AAAAAAAAAAAAAAA=", "x"],
+        capture_output=True,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]  # the call went out: 410, gone
+    lines = done.stderr.decode().splitlines()
+    modules = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+    assert not {m for m in modules if m.split(".")[0] == "botocore"}
 
 
 def test_completion_completes_subcommands() -> None:

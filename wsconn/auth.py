@@ -75,10 +75,13 @@ class AwsConfig:
     def _setting(self, name: str) -> str | None:
         """A setting of the active profile in the config file (botocore's parser, no session)."""
         if self._section is None:
+            path = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+            if self._profile_name() == "default" and _nothing_in(path):
+                self._section = {}  # what botocore's parser would find, without importing it
+                return None
             import botocore.configloader
             import botocore.exceptions
 
-            path = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
             try:
                 profiles = botocore.configloader.load_config(path).get("profiles", {})
             except botocore.exceptions.ConfigNotFound:
@@ -149,6 +152,15 @@ class AwsConfig:
         return Credentials(
             frozen.access_key, frozen.secret_key, frozen.token or None, str(found.method)
         )
+
+
+def _nothing_in(path: str) -> bool:
+    """A config file that is missing or empty (botocore expands the path the same way)."""
+    expanded = os.path.expandvars(os.path.expanduser(path))
+    try:
+        return not os.path.isfile(expanded) or os.path.getsize(expanded) == 0
+    except OSError:
+        return False  # let botocore's parser say what is wrong
 
 
 def _env_credentials() -> Credentials | None:
