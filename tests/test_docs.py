@@ -30,7 +30,13 @@ def test_readme_exit_code_table_is_the_code_table() -> None:
 def test_help_shows_the_exit_code_table(wsconn: object) -> None:
     from tests.conftest import run_wsconn
 
-    for args in (["--help"], ["send", "--help"], ["status", "--help"], ["disconnect", "--help"]):
+    for args in (
+        ["--help"],
+        ["send", "--help"],
+        ["status", "--help"],
+        ["disconnect", "--help"],
+        ["listen", "--help"],
+    ):
         run = run_wsconn(*args)
         assert run.code == 0
         for code, text in EXIT_CODE_MEANINGS.items():
@@ -102,7 +108,14 @@ def _imported_modules(args: list[str], env: dict[str, str] | None = None) -> set
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["send", "--help"], ["status", "--help"], ["local", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["send", "--help"],
+        ["status", "--help"],
+        ["local", "--help"],
+        ["listen", "--help"],
+    ],
 )
 def test_help_imports_nothing_heavy(args: list[str]) -> None:
     heavy = {m for m in _imported_modules(args) if m.split(".")[0] in HEAVY}

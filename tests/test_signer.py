@@ -143,3 +143,46 @@ def test_amz_date_is_now_in_sigv4_form() -> None:
     after = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     assert before <= stamp <= after
     assert len(stamp) == 16 and stamp[8] == "T" and stamp.endswith("Z")
+
+
+@pytest.mark.parametrize("token", [None, "FQoGZXIvYXdzEJr//session+token="])
+@pytest.mark.parametrize("query", ["", "name=ci", "token=a%2Fb%3D&name=al%20ice&empty="])
+def test_upgrade_signed_in_headers_with_a_query_matches_botocore(
+    query: str, token: str | None
+) -> None:
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token, "env")
+    host = "abc123.execute-api.eu-west-1.amazonaws.com"
+    url = f"https://{host}/prod" + (f"?{query}" if query else "")
+    theirs, moment = botocore_authorization("GET", url, b"", creds, "eu-west-1", host)
+    ours = Signer(creds, "eu-west-1").sign("GET", host, "/prod", b"", now=moment, query=query)
+    assert ours.headers["authorization"] == theirs
+
+
+@pytest.mark.parametrize("token", [None, "FQoGZXIvYXdzEJr//session+token="])
+@pytest.mark.parametrize("query", ["", "name=ci", "name=al%20ice&a=b%2Fc"])
+def test_presigned_upgrade_matches_botocore_query_auth(query: str, token: str | None) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from botocore.auth import SigV4QueryAuth
+
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token, "env")
+    host = "abc123.execute-api.eu-west-1.amazonaws.com"
+    request = AWSRequest(
+        method="GET",
+        url=f"https://{host}/prod" + (f"?{query}" if query else ""),
+        headers={"host": host},
+    )
+    SigV4QueryAuth(
+        BotoCredentials(creds.access_key, creds.secret_key, creds.token),
+        "execute-api",
+        "eu-west-1",
+        expires=300,
+    ).add_auth(request)
+    theirs = parse_qs(urlsplit(request.url).query)
+    moment = datetime.strptime(theirs["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=timezone.utc
+    )
+    ours_query = Signer(creds, "eu-west-1").presign("GET", host, "/prod", query, now=moment)
+    assert ours_query.startswith(query)  # the user's own parameters are kept, first
+    ours = parse_qs(ours_query)
+    assert ours == theirs  # every parameter, the signature included

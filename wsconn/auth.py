@@ -4,6 +4,7 @@ Credentials resolve exactly as the AWS CLI resolves them (environment, --profile
 credential_process, SSO and assume-role, config files, container and instance metadata), because
 botocore's own session does it. Signing is our own small SigV4 for `execute-api`: it signs the path
 exactly as it goes on the wire and caches the derived key for the day, so a signature costs two HMACs.
+It also signs a WebSocket upgrade for `wsconn listen`: in headers, or presigned in the query string.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from wsconn.errors import ConfigError, NoCredentials
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 SERVICE = "execute-api"
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# How long a presigned upgrade stays valid: it is used at once; SigV4 allows 5 minutes of skew.
+PRESIGN_EXPIRES = 300
 
 
 @dataclass(frozen=True)
@@ -256,8 +259,10 @@ class Signer:
         wire_path: str,
         body: bytes,
         now: datetime | None = None,
+        query: str = "",
     ) -> SignedHeaders:
-        """The headers to add to a request whose Host header is `host` and path is `wire_path`."""
+        """The headers to add to a request whose Host header is `host`, path is `wire_path`
+        and query string (as sent, without '?') is `query`."""
         moment = now or datetime.now(timezone.utc)
         amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
         date = amz_date[:8]
@@ -269,7 +274,7 @@ class Signer:
             (
                 method,
                 canonical_uri(wire_path),
-                "",  # no query string on @connections
+                canonical_query(query),  # "" on @connections
                 # SigV4's trimall: runs of spaces inside a value (a session token's) count as one.
                 "".join(f"{name}:{' '.join(value.split())}\n" for name, value in headers.items()),
                 signed_names,
@@ -288,6 +293,73 @@ class Signer:
             f"SignedHeaders={signed_names}, Signature={signature}"
         )
         return SignedHeaders(headers, canonical_request, string_to_sign)
+
+    def presign(
+        self,
+        method: str,
+        host: str,
+        wire_path: str,
+        query: str = "",
+        expires: int = PRESIGN_EXPIRES,
+        now: datetime | None = None,
+    ) -> str:
+        """The query string that signs a request in itself (SigV4 "presigned URL"): `query` (as
+        sent, without '?') followed by the X-Amz-* parameters, the signature last.
+
+        Only `host` is signed, over an empty payload: what a proxy that drops headers keeps.
+        """
+        moment = now or datetime.now(timezone.utc)
+        amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
+        date = amz_date[:8]
+        scope = f"{date}/{self.region}/{self.service}/aws4_request"
+        params = [
+            ("X-Amz-Algorithm", ALGORITHM),
+            ("X-Amz-Credential", f"{self.credentials.access_key}/{scope}"),
+            ("X-Amz-Date", amz_date),
+            ("X-Amz-Expires", str(expires)),
+            ("X-Amz-SignedHeaders", "host"),
+        ]
+        if self.credentials.token:
+            params.append(("X-Amz-Security-Token", self.credentials.token))
+        signed_query = "&".join(
+            part for part in (query, "&".join(f"{k}={_uri_encode(v)}" for k, v in params)) if part
+        )
+        canonical_request = "\n".join(
+            (
+                method,
+                canonical_uri(wire_path),
+                canonical_query(signed_query),
+                f"host:{host.strip()}\n",
+                "host",
+                EMPTY_SHA256,
+            )
+        )
+        string_to_sign = "\n".join(
+            (ALGORITHM, amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest())
+        )
+        signature = hmac.new(
+            self._signing_key(date), string_to_sign.encode(), hashlib.sha256
+        ).hexdigest()
+        return f"{signed_query}&X-Amz-Signature={signature}"
+
+
+def _uri_encode(text: str) -> str:
+    """SigV4's URI encoding: everything but A-Z a-z 0-9 - _ . ~ percent-encoded (UTF-8)."""
+    return quote(text, safe="-_.~")
+
+
+def canonical_query(query: str) -> str:
+    """SigV4's canonical query string of a query as sent: each name and value decoded once and
+    encoded again (only A-Za-z0-9-_.~ raw), sorted by name then value, `=` always present."""
+    if not query:
+        return ""
+    pairs = []
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((_uri_encode(unquote(name)), _uri_encode(unquote(value))))
+    return "&".join(f"{name}={value}" for name, value in sorted(pairs))
 
 
 class RequestSigner:

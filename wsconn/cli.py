@@ -11,7 +11,7 @@ import re
 import shlex
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import click
 
@@ -1097,6 +1097,193 @@ def demo() -> None:
     received. Leaves nothing running. Needs the local extra: pip install "wsconn[local]".
     """
     _local_extra().run_demo()
+
+
+@cli.command(epilog=EXIT_EPILOG)
+@click.argument("url")
+@click.option(
+    "-H",
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="Add a header to the upgrade request (repeatable).",
+)
+@click.option(
+    "--subprotocol",
+    "subprotocols",
+    multiple=True,
+    metavar="NAME",
+    help="Offer this subprotocol (repeatable).",
+)
+@click.option(
+    "--sign", is_flag=True, help="SigV4-sign the upgrade (IAM authorization on $connect)."
+)
+@click.option(
+    "--presign", is_flag=True, help="Sign in the query string instead of headers (implies --sign)."
+)
+@click.option(
+    "--region",
+    "listen_region",
+    metavar="REGION",
+    callback=_region,
+    help="Region to sign for (default: from the host, else AWS_REGION / profile).",
+)
+@click.option("--profile", "listen_profile", metavar="NAME", help="AWS profile to sign with.")
+@click.option(
+    "--whoami",
+    is_flag=True,
+    help="Learn this connection's id from the service (a probe answered by the Forbidden frame).",
+)
+@click.option(
+    "--send",
+    "sends",
+    multiple=True,
+    metavar="TEXT|@FILE",
+    help="Send this frame after connecting (repeatable, in order; @FILE for a file's contents).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "listen_output",
+    type=click.Choice(["auto", "text", "json"]),
+    help="auto: rich on a terminal, one line per frame when piped; json: one event per line.",
+)
+@click.option(
+    "--expect",
+    "expects",
+    multiple=True,
+    metavar="REGEX",
+    help="Stop (exit 0) once a message matching each REGEX has arrived (repeatable).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop (exit 0) after N messages; with --expect, they must be met within N.",
+)
+@click.option(
+    "--timeout",
+    "listen_timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Bound the whole run; an expectation not met by then exits 11.",
+)
+@click.option(
+    "--keepalive",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Send a data frame when nothing was sent for this long (the idle timeout ignores pings).",
+)
+@click.option(
+    "--keepalive-data",
+    metavar="TEXT",
+    help="The keep-alive frame [default: {}].",
+)
+@click.option(
+    "--ca-bundle",
+    "listen_ca_bundle",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="CA certificates to verify wss:// with (default: AWS_CA_BUNDLE, then certifi's).",
+)
+@click.option("--debug", is_flag=True, default=None, help="Show tracebacks for internal errors.")
+@click.pass_context
+def listen(
+    ctx: click.Context,
+    /,
+    url: str,
+    headers: tuple[str, ...],
+    subprotocols: tuple[str, ...],
+    sign: bool,
+    presign: bool,
+    listen_region: str | None,
+    listen_profile: str | None,
+    whoami: bool,
+    sends: tuple[str, ...],
+    listen_output: str | None,
+    expects: tuple[str, ...],
+    count: int | None,
+    listen_timeout: float | None,
+    keepalive: float | None,
+    keepalive_data: str | None,
+    listen_ca_bundle: str | None,
+    debug: bool | None,
+) -> None:
+    """Connect to a WebSocket API as a client: print what arrives, send, check expectations.
+
+    URL is wss:// or ws:// (an https:// stage URL is converted); its query string is kept.
+    Lines piped on stdin are sent as text frames; on a terminal, lines typed at the prompt are.
+    Without --expect/--count it runs until the server closes (1000/1001: exit 0) or Ctrl-C.
+    Needs the local extra: pip install "wsconn[local]".
+
+    \b
+    Examples:
+      wsconn listen wss://abc123.execute-api.eu-west-1.amazonaws.com/prod
+      wsconn listen "$WS_URL" --sign --whoami -o json
+      wsconn listen "$WS_URL" --send '{"action":"join"}' --expect '"joined"' --count 1 --timeout 10
+      echo '{"action":"sendmessage","msg":"hi"}' | wsconn listen "$WS_URL?name=ci" --count 1
+    """
+    from wsconn.listen import ListenRequest, listen, parse_header, prepare, read_send
+    from wsconn.render import ListenOutput
+
+    parent: Options = ctx.find_object(Options) or Options()
+    streams = _streams(ctx)
+    out = ListenOutput(listen_output or parent.output, streams)
+    try:
+        if keepalive_data is not None and keepalive is None:
+            from wsconn.errors import UsageError
+
+            raise UsageError("--keepalive-data goes with --keepalive SECONDS")
+        request = ListenRequest(
+            url=url,
+            headers=tuple(parse_header(header) for header in headers),
+            subprotocols=subprotocols,
+            sign="query" if presign else "headers" if sign else "none",
+            profile=listen_profile or parent.profile,
+            region=listen_region or parent.region,
+            ca_bundle=listen_ca_bundle or parent.ca_bundle,
+            whoami=whoami,
+            sends=tuple(read_send(value) for value in sends),
+            stdin=_stdin_mode(out.mode, streams),
+            expects=tuple(_pattern(text) for text in expects),
+            count=count,
+            timeout=listen_timeout,
+            keepalive=keepalive,
+            keepalive_data="{}" if keepalive_data is None else keepalive_data,
+        )
+        listen(request, prepare(request), out, streams.stdin)
+    except WsconnError as error:
+        out.failed(error)
+        raise
+    finally:
+        out.close()  # the terminal as it was, whatever happened
+
+
+def _stdin_mode(output_mode: str, streams: Streams) -> Literal["none", "lines", "prompt"]:
+    """Piped stdin: its lines are sent. A terminal: the prompt (rich output) or its lines; none
+    when this process runs in the background (reading the terminal would stop it)."""
+    stdin = streams.stdin
+    if stdin is None or stdin.closed:
+        return "none"
+    if not streams.stdin_is_terminal:
+        return "lines"
+    try:
+        foreground = os.tcgetpgrp(stdin.fileno()) == os.getpgrp()
+    except OSError:
+        foreground = True
+    if not foreground:
+        return "none"
+    return "prompt" if output_mode == "rich" else "lines"
+
+
+def _pattern(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        from wsconn.errors import UsageError
+
+        raise UsageError(f"--expect {text!r} is not a regular expression: {exc}") from None
 
 
 def _local_extra() -> Any:

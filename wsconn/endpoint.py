@@ -48,8 +48,7 @@ class Endpoint:
     @property
     def host_region(self) -> str | None:
         """The region named by an execute-api host, else None (custom domains, loopback)."""
-        match = EXECUTE_API_HOST.match(self.netloc.rsplit(":", 1)[0].lower())
-        return match.group("region") if match else None
+        return region_from_host(self.netloc)
 
     def connection_path(self, connection_id: str) -> str:
         """The wire path for one connection: the id percent-encoded, only A-Za-z0-9-._~ left as is."""
@@ -69,6 +68,12 @@ class Target:
     @property
     def url(self) -> str:
         return self.endpoint.connection_url(self.connection_id)
+
+
+def region_from_host(netloc: str) -> str | None:
+    """The region an execute-api host (port allowed) names, else None (custom domains, loopback)."""
+    match = EXECUTE_API_HOST.match(netloc.rsplit(":", 1)[0].lower())
+    return match.group("region") if match else None
 
 
 def encode_connection_id(connection_id: str) -> str:

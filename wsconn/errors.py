@@ -30,6 +30,7 @@ class ExitCode(IntEnum):
     CONFIG = 8
     CLIENT_ERROR = 9
     SERVER_ERROR = 10
+    EXPECTATION_NOT_MET = 11
     INTERRUPTED = 130
     BROKEN_PIPE = 141
     TERMINATED = 143
@@ -43,11 +44,14 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "or still in its $connect handler)",
     ExitCode.FORBIDDEN: "forbidden: any 403 (wrong stage/path, signature, IAM, expired token)",
     ExitCode.THROTTLED: "throttled: 429 after retries",
-    ExitCode.PAYLOAD_TOO_LARGE: f"payload too large (over {MAX_PAYLOAD} bytes, refused locally, or 413)",
+    ExitCode.PAYLOAD_TOO_LARGE: f"payload too large (over {MAX_PAYLOAD} bytes, refused locally, or 413; "
+    "listen: closed with 1009)",
     ExitCode.NETWORK: "network: connection refused, DNS, TLS, timeout",
     ExitCode.CONFIG: "configuration: no credentials, no endpoint, no region, unreadable file",
     ExitCode.CLIENT_ERROR: "other 4xx (e.g. 400 malformed connection id), or a redirect",
     ExitCode.SERVER_ERROR: "5xx after retries",
+    ExitCode.EXPECTATION_NOT_MET: "listen: the expectation was not met (--expect / --count, "
+    "before --timeout or the server's close)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
     ExitCode.BROKEN_PIPE: "standard output closed early (its reader, e.g. head, went away); nothing more was written",
     ExitCode.TERMINATED: "terminated (SIGTERM) during --ids, after accounting for every id",
@@ -182,6 +186,14 @@ class ServerError(WsconnError):
     exit_code = ExitCode.SERVER_ERROR
     kind = "server error"
     outcome = "server-error"
+
+
+class ExpectationNotMet(WsconnError):
+    """`wsconn listen`: what --expect / --count asked for did not arrive in time."""
+
+    exit_code = ExitCode.EXPECTATION_NOT_MET
+    kind = "expectation not met"
+    outcome = "not-met"
 
 
 class NotAttempted(WsconnError):

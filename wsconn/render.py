@@ -7,6 +7,7 @@ Whether a stream is a terminal is decided once, in `main` (wsconn.streams.Stream
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -682,3 +683,275 @@ def _since(stamp: object, now: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return format_duration((now - moment).total_seconds())
+
+
+class ListenOutput:
+    """`wsconn listen`'s events: one JSON object per line (`-o json`), received frames as lines
+    on stdout when piped (the rest on stderr), or a rich transcript on a terminal, with an
+    interactive prompt kept below what arrives.
+
+    Called from the session's loop and from the prompt's thread: every write takes one lock.
+    """
+
+    PROMPT = "> "
+
+    def __init__(self, mode: str = "auto", streams: Streams | None = None) -> None:
+        self.streams = streams or Streams.from_sys()
+        self.mode = output_mode(mode, self.streams)
+        self._lock = threading.Lock()
+        self._prompt_shown = False  # the prompt (and what is typed) is on the last line
+        self._console: Console | None = None
+        self._readline: Any = None
+        self._terminal_state: Any = None  # termios settings before the prompt, restored by close()
+
+    # -- events --------------------------------------------------------------------------------
+    def connected(self, connection_id: str | None, url: str, subprotocol: str | None) -> None:
+        if self.mode == "json":
+            self._json(
+                {
+                    "event": "connected",
+                    "connectionId": connection_id,
+                    "url": url,
+                    "subprotocol": subprotocol,
+                    "time": _now(),
+                }
+            )
+            return
+        who = f" as {connection_id}" if connection_id else ""
+        protocol = f" (subprotocol {subprotocol})" if subprotocol else ""
+        if self.mode == "text":
+            click.echo(f"wsconn: connected to {url}{who}{protocol}", file=self.streams.stderr)
+            return
+        from rich.text import Text
+
+        line = Text.assemble(("connected ", "bold green"), url, (who, "bold"), (protocol, "dim"))
+        self._row("●", "green", line)
+
+    def received(self, data: str | bytes) -> None:
+        binary = isinstance(data, bytes)
+        shown = data if isinstance(data, str) else _b64(data)
+        if self.mode == "json":
+            self._json({"event": "message", "data": shown, "binary": binary, "time": _now()})
+        elif self.mode == "text":
+            with self._lock:
+                self.streams.stdout.write(f"[binary] {shown}\n" if binary else f"{shown}\n")
+                self.streams.stdout.flush()
+        else:
+            self._row("←", "cyan", _body(data, self._terminal().width - 16))
+
+    def sent(self, data: str | bytes, keepalive: bool) -> None:
+        binary = isinstance(data, bytes)
+        shown = data if isinstance(data, str) else _b64(data)
+        if self.mode == "json":
+            self._json(
+                {
+                    "event": "sent",
+                    "data": shown,
+                    "binary": binary,
+                    "keepalive": keepalive,
+                    "time": _now(),
+                }
+            )
+        elif self.mode == "rich":
+            from rich.text import Text
+
+            body = (
+                Text(f"{shown}  (keep-alive)", style="dim")
+                if keepalive
+                else _body(data, self._terminal().width - 16)
+            )
+            self._row("→", "magenta", body)
+
+    def closed(self, code: int, reason: str, by: str) -> None:
+        from wsconn.listen import describe_close
+
+        meaning = describe_close(code, by)
+        if self.mode == "json":
+            self._json(
+                {
+                    "event": "closed",
+                    "code": code,
+                    "reason": reason,
+                    "by": by,
+                    "meaning": meaning,
+                    "time": _now(),
+                }
+            )
+            return
+        if by != "server":
+            return  # we closed it as asked: nothing to explain
+        said = f" {reason}" if reason else ""
+        if self.mode == "text":
+            click.echo(
+                f"wsconn: closed by the server: {code}{said} ({meaning})", file=self.streams.stderr
+            )
+            return
+        from rich.text import Text
+
+        style = "yellow" if code in (1000, 1001) else "bold red"
+        line = Text.assemble((f"closed {code}{said}", style), " by the server: ", meaning)
+        self._row("✕", style, line)
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            self._clear_prompt()
+            click.echo(f"wsconn: {text}", file=self.streams.stderr)
+            self._redraw_prompt()
+
+    def failed(self, error: WsconnError) -> None:
+        """The one-line message on stderr; with -o json also the `error` event, last on stdout."""
+        if self.mode == "json":
+            self._json(
+                {
+                    "event": "error",
+                    "outcome": error.outcome,
+                    "exitCode": int(error.exit_code),
+                    "httpStatus": error.http_status,
+                    "errorType": error.error_type,
+                    "message": error.message,
+                    "time": _now(),
+                }
+            )
+        error.show(file=self.streams.stderr)
+        error.shown = True
+
+    # -- the interactive prompt ----------------------------------------------------------------
+    def read_line(self) -> str | None:
+        """A line typed at the prompt (blocking; run it off the event loop); None on Ctrl-D.
+
+        Lines that arrive meanwhile are printed above the prompt, and what was being typed is
+        drawn again below them. The typed line itself is replaced by the `sent` row.
+        """
+        if self._readline is None:
+            self._save_terminal()
+            self._console_hint()
+            try:
+                import readline
+
+                readline.set_pre_input_hook(self._prompt_drawn)
+                self._readline = readline
+            except ImportError:
+                self._readline = False
+        try:
+            line = input(self.PROMPT)
+        except EOFError:
+            with self._lock:
+                self._prompt_shown = False
+                self.streams.stdout.write("\n")
+                self.streams.stdout.flush()
+            return None
+        with self._lock:
+            self._prompt_shown = False
+            # Up over the echoed "> line" (wrapped rows too) and clear: the sent row replaces it.
+            from rich.cells import cell_len
+
+            width = max(1, self._terminal().width)
+            rows = max(0, cell_len(self.PROMPT + line) - 1) // width + 1
+            self.streams.stdout.write(f"\x1b[{rows}A\r\x1b[J")
+            self.streams.stdout.flush()
+        return line
+
+    def close(self) -> None:
+        """After the run: the prompt line cleared and the terminal as the shell left it (the
+        prompt's thread may still be inside readline, which changed it)."""
+        with self._lock:
+            if self._prompt_shown:
+                self.streams.stdout.write("\r\x1b[2K")
+                self.streams.stdout.flush()
+                self._prompt_shown = False
+            if self._terminal_state is not None:
+                import termios
+
+                with contextlib.suppress(OSError, termios.error, ValueError):
+                    termios.tcsetattr(self._stdin_fd(), termios.TCSADRAIN, self._terminal_state)
+
+    def _save_terminal(self) -> None:
+        try:
+            import termios
+
+            self._terminal_state = termios.tcgetattr(self._stdin_fd())
+        except (ImportError, OSError, ValueError):
+            self._terminal_state = None
+
+    def _console_hint(self) -> None:
+        from rich.text import Text
+
+        with self._lock:
+            self._terminal().print(
+                Text("type a line and Enter to send it · Ctrl-D closes · Ctrl-C quits", style="dim")
+            )
+
+    def _prompt_drawn(self) -> None:
+        with self._lock:
+            self._prompt_shown = True
+
+    def _clear_prompt(self) -> None:
+        if self._prompt_shown:
+            self.streams.stdout.write("\r\x1b[2K")
+
+    def _redraw_prompt(self) -> None:
+        if self._prompt_shown:
+            typed = self._readline.get_line_buffer() if self._readline else ""
+            self.streams.stdout.write(self.PROMPT + typed)
+            self.streams.stdout.flush()
+
+    # -- writing -------------------------------------------------------------------------------
+    def _row(self, mark: str, style: str, body: Any) -> None:
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(style=style, no_wrap=True)
+        grid.add_column()
+        grid.add_row(_now()[11:23], mark, body)
+        with self._lock:
+            self._clear_prompt()
+            self._terminal().print(grid)
+            self._redraw_prompt()
+
+    def _terminal(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.streams.stdout, highlight=False)
+        return self._console
+
+    def _json(self, fields: Mapping[str, object]) -> None:
+        with self._lock:
+            write_json(self.streams, fields)
+
+    def _stdin_fd(self) -> int:
+        if self.streams.stdin is None:
+            raise ValueError("standard input is closed")
+        return self.streams.stdin.fileno()
+
+
+def _now() -> str:
+    return iso_ms(datetime.now(timezone.utc))
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
+
+
+def _body(data: str | bytes, width: int) -> Any:
+    """A frame for the terminal: JSON coloured (on one line if it fits `width`, else indented),
+    text as is, binary marked."""
+    from rich.text import Text
+
+    if isinstance(data, bytes):
+        return Text.assemble((f"[binary, {len(data)} bytes] ", "bold"), _b64(data))
+    stripped = data.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            parsed = json.loads(stripped)
+        except ValueError:
+            pass
+        else:
+            from rich.json import JSON
+
+            compact = json.dumps(parsed, ensure_ascii=False)
+            return JSON.from_data(parsed, indent=2 if len(compact) > width else None)
+    return Text(data)
