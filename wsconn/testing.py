@@ -297,17 +297,12 @@ class LocalGateway:
         self._call(lambda client: client.delete_connection(connection_id))
 
     def _call(self, call: Callable[[Any], Any]) -> Any:
-        from wsconn.auth import AwsConfig
-        from wsconn.client import open_client
+        from wsconn.calls import Resolver, Settings
         from wsconn.endpoint import parse_endpoint
 
-        client = open_client(
-            parse_endpoint(self.endpoint, "wsconn_local"),
-            AwsConfig(None),
-            region=self.region,
-            timeout=WAIT,
-            retries=0,
-            ca_bundle=None,
+        settings = Settings(region=self.region, timeout=WAIT, retries=0)
+        client = (
+            Resolver(settings).for_endpoint(parse_endpoint(self.endpoint, "wsconn_local")).client()
         )
         try:
             return call(client)
