@@ -390,7 +390,7 @@ def test_sign_without_a_region_for_a_loopback_host_is_a_configuration_error(
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     code, _, err = listen(gw.ws_url, "--sign")
     assert code == 8
-    assert "no region to sign for" in err and "--region" in err
+    assert "no region for 127.0.0.1" in err and "--region" in err
 
 
 def test_sign_without_credentials_is_a_configuration_error(
