@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, run_wsconn
 from tests.gateway_util import WAIT, EventLog, running_gateway
 from tests.scripted_server import Step, scripted
+from wsconn.errors import UsageError
 from wsconn.local import GatewayConfig, GatewayThread, LocalCredentials
 from wsconn.local.app import App
 
@@ -518,3 +519,47 @@ def test_whoami_on_an_api_with_default_says_so_and_goes_on(
     assert json_lines(out)[0]["data"] == "still listening"
     # The probe went to $default, as a message of this connection.
     assert events.wait_for("invoke", route="$default")
+
+
+# -- the upgrade request, without a network ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "wire"),
+    [
+        (
+            "https://abc123.execute-api.eu-west-1.amazonaws.com/prod",
+            "wss://abc123.execute-api.eu-west-1.amazonaws.com/prod",
+        ),
+        (
+            "wss://ABC.example.com:443/chat/?token=a%2Fb c",
+            "wss://abc.example.com/chat/?token=a%2Fb%20c",
+        ),
+        ("http://127.0.0.1:8080", "ws://127.0.0.1:8080/"),
+        ("ws://[::1]:9000/$default", "ws://[::1]:9000/$default"),
+    ],
+)
+def test_url_forms(given: str, wire: str) -> None:
+    from wsconn.listen import parse_url
+
+    assert parse_url(given).url == wire
+
+
+def test_sign_uses_the_hosts_region_and_presign_keeps_the_query_first() -> None:
+    from wsconn.listen import ListenRequest, prepare
+
+    url = "wss://abc123.execute-api.eu-west-1.amazonaws.com/prod?name=ci"
+    signed = prepare(ListenRequest(url=url, sign="headers"))
+    headers = dict(signed.headers)
+    assert "/eu-west-1/execute-api/aws4_request" in headers["authorization"]
+    assert signed.target == url  # the query string goes as typed
+    presigned = prepare(ListenRequest(url=url, sign="query", region="eu-west-1"))
+    assert presigned.target.startswith(url + "&X-Amz-Algorithm=AWS4-HMAC-SHA256&")
+    assert "authorization" not in {name.lower() for name, _ in presigned.headers}
+    assert presigned.url.url == url  # what is shown holds no signature
+    with pytest.raises(UsageError, match="--region us-west-2 contradicts the host"):
+        prepare(ListenRequest(url=url, sign="headers", region="us-west-2"))
+    loopback = prepare(
+        ListenRequest(url="ws://127.0.0.1:1/dev", sign="headers", region="ca-central-1")
+    )
+    assert "/ca-central-1/execute-api/" in dict(loopback.headers)["authorization"]

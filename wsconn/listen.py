@@ -248,7 +248,13 @@ def prepare(request: ListenRequest) -> Handshake:
             raise UsageError(f"-H {sorted(clash)[0]} and --sign both set it: give one")
         resolver = _resolver(request)
         # The region as the other commands find it: --region, the execute-api host's, the config's.
-        region, _ = resolver.region(Endpoint("https", host, url.path, "URL"))
+        endpoint = Endpoint("https", host, url.path, "URL")
+        if request.region and endpoint.host_region not in (None, request.region):
+            raise UsageError(
+                f"--region {request.region} contradicts the host {host}, which is in "
+                f"{endpoint.host_region}: drop --region or fix the URL"
+            )
+        region, _ = resolver.region(endpoint)
         signer = Signer(resolver.credentials(), region)
         if request.sign == "query":
             target = f"{url.scheme}://{url.host}{url.path}?" + signer.presign(
