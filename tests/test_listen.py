@@ -563,3 +563,31 @@ def test_sign_uses_the_hosts_region_and_presign_keeps_the_query_first() -> None:
         ListenRequest(url="ws://127.0.0.1:1/dev", sign="headers", region="ca-central-1")
     )
     assert "/ca-central-1/execute-api/" in dict(loopback.headers)["authorization"]
+
+
+def test_sigterm_closes_the_connection_and_exits_143(gw: GatewayThread, events: EventLog) -> None:
+    listener = start(gw.ws_url, "-o", "json")
+    connected_id(events)
+    listener.process.send_signal(signal.SIGTERM)
+    code, out, err = listener.finish()
+    assert code == 143
+    assert "wsconn: terminated: terminated (SIGTERM)" in err
+    assert [e["event"] for e in json_lines(out)] == ["connected", "closed", "error"]
+    assert events.wait_for("disconnect")["code"] == 1000
+
+
+def test_ctrl_c_while_connecting_exits_130_at_once() -> None:
+    import time
+
+    # A server that accepts the TCP connection and never answers the upgrade.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        listener = start(f"ws://127.0.0.1:{server.getsockname()[1]}/dev")
+        conn, _ = server.accept()
+        with conn:
+            time.sleep(0.5)  # let it reach the handshake wait (no assertion depends on timing)
+            listener.process.send_signal(signal.SIGINT)
+            code, _, err = listener.finish()
+    assert code == 130
+    assert "interrupted" in err

@@ -54,7 +54,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "before --timeout or the server's close)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
     ExitCode.BROKEN_PIPE: "standard output closed early (its reader, e.g. head, went away); nothing more was written",
-    ExitCode.TERMINATED: "terminated (SIGTERM) during --ids, after accounting for every id",
+    ExitCode.TERMINATED: "terminated (SIGTERM) during --ids, after accounting for every id "
+    "(listen: after closing the connection)",
 }
 
 
@@ -194,6 +195,14 @@ class ExpectationNotMet(WsconnError):
     exit_code = ExitCode.EXPECTATION_NOT_MET
     kind = "expectation not met"
     outcome = "not-met"
+
+
+class Terminated(WsconnError):
+    """`wsconn listen` stopped by SIGTERM (after closing its connection)."""
+
+    exit_code = ExitCode.TERMINATED
+    kind = "terminated"
+    outcome = "terminated"
 
 
 class NotAttempted(WsconnError):

@@ -36,6 +36,7 @@ from wsconn.errors import (
     NetworkError,
     PayloadTooLarge,
     ServerError,
+    Terminated,
     UsageError,
     WsconnError,
 )
@@ -282,7 +283,7 @@ def listen(
     """Connect, then run until the expectation is met, the server closes, the timeout, or Ctrl-C.
 
     Returns normally for exit 0; raises a WsconnError for every other outcome (KeyboardInterrupt
-    for Ctrl-C, after closing the connection).
+    for Ctrl-C and Terminated for SIGTERM, each after closing the connection).
     """
     try:
         import aiohttp  # noqa: F401
@@ -369,7 +370,6 @@ class _Session:
         # Error frames still to come in answer to our own probe and keep-alives: not messages.
         self.silent_answers = 0
         self.last_sent = 0.0
-        self.interrupted = False
         self.lines: asyncio.Queue[str | WsconnError | None] = asyncio.Queue()
         self._closed_reported = False
 
@@ -380,31 +380,43 @@ class _Session:
 
         loop = asyncio.get_running_loop()
         deadline = None if self.request.timeout is None else loop.time() + self.request.timeout
-        stop = loop.create_future()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            # Ctrl-C closes the connection properly before exiting 130 (main thread only).
-            loop.add_signal_handler(signal.SIGINT, self._interrupt, stop)
+        stop: asyncio.Future[int] = loop.create_future()
+        handled: list[int] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # Ctrl-C and SIGTERM close the connection properly before exiting (main thread only).
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self._interrupt, stop, signum)
+                handled.append(signum)
         try:
             async with aiohttp.ClientSession(trust_env=True) as session:
-                ws = await self._connect(session, deadline)
-                try:
-                    await self._converse(ws, deadline, stop)
-                finally:
-                    if not ws.closed:
-                        with contextlib.suppress(Exception):
-                            await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)
-                        if self.interrupted or not self._closed_reported:
-                            self.out.closed(1000, "", "client")
+                connecting = asyncio.ensure_future(self._connect(session, deadline))
+                racing: set[asyncio.Future[Any]] = {connecting, stop}
+                await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+                if not connecting.done():
+                    connecting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, WsconnError):
+                        await connecting
+                else:
+                    ws = connecting.result()
+                    try:
+                        await self._converse(ws, deadline, stop)
+                    finally:
+                        if not ws.closed:
+                            with contextlib.suppress(Exception):
+                                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)
+                            if stop.done() or not self._closed_reported:
+                                self.out.closed(1000, "", "client")
         finally:
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(signal.SIGINT)
-        if self.interrupted:
+            for number in handled:
+                loop.remove_signal_handler(number)
+        if stop.done():
+            if stop.result() == signal.SIGTERM:
+                raise Terminated("terminated (SIGTERM): the connection was closed first")
             raise KeyboardInterrupt
 
-    def _interrupt(self, stop: asyncio.Future[str]) -> None:
-        self.interrupted = True
+    def _interrupt(self, stop: asyncio.Future[int], signum: int) -> None:
         if not stop.done():
-            stop.set_result("interrupted")
+            stop.set_result(signum)
 
     async def _connect(
         self, session: aiohttp.ClientSession, deadline: float | None
@@ -493,7 +505,7 @@ class _Session:
         self,
         ws: aiohttp.ClientWebSocketResponse,
         deadline: float | None,
-        stop: asyncio.Future[str],
+        stop: asyncio.Future[int],
     ) -> None:
         loop = asyncio.get_running_loop()
         early: list[aiohttp.WSMessage] = []
@@ -542,7 +554,7 @@ class _Session:
         self,
         ws: aiohttp.ClientWebSocketResponse,
         deadline: float | None,
-        stop: asyncio.Future[str],
+        stop: asyncio.Future[int],
     ) -> list[aiohttp.WSMessage]:
         """Send the probe and read the id from its Forbidden answer; frames meanwhile are kept."""
         import aiohttp
