@@ -6,8 +6,10 @@ Each test starts `wsconn listen` with subprocess, drives the other side with the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -591,3 +593,74 @@ def test_ctrl_c_while_connecting_exits_130_at_once() -> None:
             code, _, err = listener.finish()
     assert code == 130
     assert "interrupted" in err
+
+
+# -- the interactive prompt, in a real terminal (a pty) ------------------------------------------
+
+
+def test_prompt_on_a_terminal_sends_typed_lines_and_prints_arrivals_above_it(
+    gw: GatewayThread, events: EventLog
+) -> None:
+    import pty
+    import select
+    import termios
+    import time
+
+    def plain(data: bytearray) -> bytes:
+        """What a person sees: styles (SGR escapes) dropped, the cursor controls kept."""
+        return re.sub(rb"\x1b\[[0-9;]*m", b"", bytes(data))
+
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: wsconn listen on the terminal, as a person runs it
+        os.execv(sys.executable, [sys.executable, "-m", "wsconn", "listen", gw.ws_url])
+    before = termios.tcgetattr(terminal)
+    seen = bytearray()
+
+    def read_until(text: bytes) -> bytes:
+        """Read the terminal until `text` shows (styles stripped); what was read since."""
+        start = len(seen)
+        deadline = time.monotonic() + WAIT
+        while text not in plain(seen[start:]):
+            assert time.monotonic() < deadline, bytes(seen)
+            ready, _, _ = select.select([terminal], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(terminal, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen.extend(chunk)
+        shown = plain(seen[start:])
+        assert text in shown, bytes(seen)
+        return shown
+
+    try:
+        read_until(b"Ctrl-D closes")
+        read_until(b"> ")
+        connection_id = connected_id(events)
+        os.write(terminal, b"half")
+        read_until(b"half")
+        send(gw, connection_id, '{"from": "server"}')
+        # The prompt's line is cleared, the frame printed, then the prompt and what was typed
+        # come back below it.
+        shown = read_until(b"> half")
+        assert (
+            shown.index(b"\r\x1b[2K") < shown.index(b'{"from": "server"}') < shown.index(b"> half")
+        )
+        os.write(terminal, b" typed\r")
+        assert events.wait_for("message", data="half typed")
+        read_until(b"\xe2\x86\x92 half typed")  # the sent row replaces the echoed line
+        os.write(terminal, b"\x04")  # Ctrl-D closes, exit 0
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert events.wait_for("disconnect")["code"] == 1000
+        # The terminal is as it was before (readline's raw mode undone).
+        after = termios.tcgetattr(terminal)
+        assert after[3] & termios.ECHO == before[3] & termios.ECHO
+        assert after[3] & termios.ICANON == before[3] & termios.ICANON
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(terminal)
