@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -437,38 +438,44 @@ def test_listen_without_aiohttp_is_one_line_naming_the_install_command(tmp_path:
 # -- the smoke test as a user writes it ------------------------------------------------------
 
 
-def test_smoke_test_in_shell_listen_whoami_then_wsconn_send(
-    gw: GatewayThread, tmp_path: Path
+def test_the_readme_smoke_test_runs_as_written_against_wsconn_local(
+    gw: GatewayThread, events: EventLog, tmp_path: Path
 ) -> None:
+    """The README's shell lines, verbatim but for the URL: listen --whoami in the background,
+    its id read from the first line, wsconn send to it, and listen exits 0 having printed it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Smoke-test a deployed API", 1)[1]
+    lines = section.split("```", 2)[1].strip("\n").splitlines()
+    assert lines[0].startswith("export WS_URL=")
     script = tmp_path / "smoke.sh"
-    script.write_text(
-        """set -u
-wsconn listen "$WS_URL" --whoami -o json --count 1 --timeout 20 > listen.jsonl &
-listener=$!
-until [ -s listen.jsonl ]; do sleep 0.05; done
-id=$(head -n 1 listen.jsonl | python3 -c 'import json, sys; print(json.load(sys.stdin)["connectionId"])')
-wsconn send --endpoint "$ENDPOINT" "$id" '{"smoke": "ok"}'
-wait "$listener"
-echo "listen exited $?"
-"""
-    )
+    script.write_text("set -u\n" + "\n".join([f"export WS_URL={gw.ws_url}", *lines[1:]]) + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if shutil.which("jq") is None:  # the machine has no jq: a stand-in for `jq -r .KEY`
+        (bin_dir / "jq").write_text(
+            f"#!{sys.executable}\nimport json, sys\n"
+            "print(json.loads(sys.stdin.readline())[sys.argv[-1].lstrip('.')])\n"
+        )
+        (bin_dir / "jq").chmod(0o755)
     done = subprocess.run(
         ["bash", str(script)],
         cwd=tmp_path,
         env={
             **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "WS_URL": gw.ws_url,
-            "ENDPOINT": gw.endpoint,
+            "PATH": os.pathsep.join(
+                [str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]]
+            ),
         },
         capture_output=True,
         timeout=WAIT * 3,
         check=False,
     )
-    assert done.stdout.decode().strip() == "listen exited 0", done.stderr.decode()
-    lines = json_lines((tmp_path / "listen.jsonl").read_text())
-    assert lines[0]["event"] == "connected"
-    assert lines[1]["event"] == "message" and lines[1]["data"] == '{"smoke": "ok"}'
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().splitlines()[-1] == "the API delivered it"
+    lines_out = json_lines((tmp_path / "listen.jsonl").read_text())
+    assert lines_out[0]["event"] == "connected"
+    assert lines_out[0]["connectionId"] == connected_id(events)
+    assert lines_out[1]["event"] == "message" and lines_out[1]["data"] == '{"smoke":"ok"}'
 
 
 # -- with a backend ------------------------------------------------------------------------------
@@ -616,11 +623,14 @@ def test_prompt_on_a_terminal_sends_typed_lines_and_prints_arrivals_above_it(
     before = termios.tcgetattr(terminal)
     seen = bytearray()
 
+    cursor = [0]  # where the next search starts: what earlier matches passed is not seen again
+
     def read_until(text: bytes) -> bytes:
-        """Read the terminal until `text` shows (styles stripped); what was read since."""
-        start = len(seen)
+        """Read the terminal until `text` shows (styles stripped) after the last match; what
+        was shown from there to the end of `text`."""
+        start = cursor[0]
         deadline = time.monotonic() + WAIT
-        while text not in plain(seen[start:]):
+        while text not in plain(seen)[start:]:
             assert time.monotonic() < deadline, bytes(seen)
             ready, _, _ = select.select([terminal], [], [], 0.1)
             if ready:
@@ -631,9 +641,10 @@ def test_prompt_on_a_terminal_sends_typed_lines_and_prints_arrivals_above_it(
                 if not chunk:
                     break
                 seen.extend(chunk)
-        shown = plain(seen[start:])
-        assert text in shown, bytes(seen)
-        return shown
+        shown = plain(seen)
+        assert text in shown[start:], bytes(seen)
+        cursor[0] = shown.index(text, start) + len(text)
+        return shown[start : cursor[0]]
 
     try:
         read_until(b"Ctrl-D closes")

@@ -1139,7 +1139,7 @@ def demo() -> None:
     "--send",
     "sends",
     multiple=True,
-    metavar="TEXT|@FILE",
+    metavar="FRAME|@FILE",
     help="Send this frame after connecting (repeatable, in order; @FILE for a file's contents).",
 )
 @click.option(
@@ -1177,7 +1177,7 @@ def demo() -> None:
 )
 @click.option(
     "--keepalive-data",
-    metavar="TEXT",
+    metavar="FRAME",
     help="The keep-alive frame [default: {}].",
 )
 @click.option(
