@@ -208,3 +208,60 @@ def test_free_ports_are_used(wsconn_local: Callable[..., Any]) -> None:
     assert first.endpoint != second.endpoint
     with socket.create_connection(("127.0.0.1", int(first.endpoint.split(":")[2].split("/")[0]))):
         pass
+
+
+ECHO_TEMPLATE = """\
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: {ProtocolType: WEBSOCKET, RouteSelectionExpression: $request.body.action}
+  DefaultRoute:
+    Type: AWS::ApiGatewayV2::Route
+    Properties:
+      ApiId: !Ref Api
+      RouteKey: $default
+      RouteResponseSelectionExpression: $default
+      Target: !Sub integrations/${Integ}
+  DefaultResponse:
+    Type: AWS::ApiGatewayV2::RouteResponse
+    Properties: {ApiId: !Ref Api, RouteId: !Ref DefaultRoute, RouteResponseKey: $default}
+  Integ:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties:
+      ApiId: !Ref Api
+      IntegrationType: AWS_PROXY
+      IntegrationUri: !Sub arn:aws:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${EchoFn.Arn}/invocations
+  Stage:
+    Type: AWS::ApiGatewayV2::Stage
+    Properties: {ApiId: !Ref Api, StageName: live}
+  EchoFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: src
+      Handler: echo.handler
+      Runtime: python{version}
+      Environment: {Variables: {GREETING: !Ref Greeting}}
+Parameters:
+  Greeting: {Type: String, Default: hello}
+"""
+
+
+def test_a_template_app_runs_behind_it(wsconn_local: Callable[..., Any], tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "echo.py").write_text(
+        "import os\n\ndef handler(event, context):\n"
+        "    return {'statusCode': 200, 'body': os.environ['GREETING'] + ', ' + event['body']}\n"
+    )
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    (tmp_path / "template.yaml").write_text(ECHO_TEMPLATE.replace("{version}", version))
+    gw = wsconn_local(template=str(tmp_path / "template.yaml"), parameter_overrides="Greeting=hi")
+    assert gw.ws_url.endswith("/live")  # the template's stage
+    client = gw.connect()
+    client.send("there")
+    assert client.receive() == "hi, there"
+
+
+def test_template_options_need_a_template(wsconn_local: Callable[..., Any]) -> None:
+    with pytest.raises(TypeError, match="parameter_overrides= goes with template="):
+        wsconn_local(parameter_overrides="A=1")

@@ -50,6 +50,8 @@ _APP_OPTIONS = {
     "connect_auth",
     "template",
 }
+# ... those that go with template= (as `wsconn local --template`'s) ...
+_TEMPLATE_OPTIONS = {"parameter_overrides", "env_vars", "lambda_endpoint", "api"}
 # ... and those that describe the gateway (GatewayConfig's fields, under the CLI's names).
 _GATEWAY_OPTIONS = {
     "stage",
@@ -310,11 +312,17 @@ class LocalGateway:
             client.close()
 
 
-def _app(region: str, options: dict[str, Any]) -> Any:
-    """The backend the options describe, built as `wsconn local` builds it."""
-    from wsconn.local.app import App
+def _app(region: str, stage: str | None, options: dict[str, Any]) -> tuple[Any, str | None]:
+    """The backend the options describe, built as `wsconn local` builds it (flags, then the
+    template with the flags on top), and the template's stage if it names one."""
+    import os
+
+    from wsconn.local.flags import app_from_flags, parse_env
 
     template = options.pop("template", None)
+    template_only = {name: options.pop(name) for name in _TEMPLATE_OPTIONS & set(options)}
+    if template is None and template_only:
+        raise TypeError(f"{sorted(template_only)[0]}= goes with template=")
     env = options.pop("env", ())
     if isinstance(env, Mapping):
         env = [f"{key}={value}" for key, value in env.items()]
@@ -324,55 +332,66 @@ def _app(region: str, options: dict[str, Any]) -> Any:
         route += [f"{key}={target}" for key, target in routes.items()]
     elif routes is not None:
         route += list(routes)
-    if isinstance(options.get("two_way"), str):
-        options["two_way"] = [options["two_way"]]
-    if template is not None:
-        import importlib
+    two_way = options.pop("two_way", ())
+    two_way = [two_way] if isinstance(two_way, str) else list(two_way)
+    flags = app_from_flags(route=route, env=env, two_way=() if template else two_way, **options)
+    if template is None:
+        return flags, None
+    from wsconn.local.template import read_app
 
-        try:
-            # Issue 11's module; imported by name so that this works with and without it.
-            load_template = importlib.import_module("wsconn.local.template").load_template
-        except ImportError:
-            raise TypeError(
-                "wsconn_local(template=...) needs wsconn local's template support, "
-                "which this wsconn does not have"
-            ) from None
-        if route or env or options:
-            raise TypeError("template= describes the backend: give it alone (or use handler=)")
-        return load_template(template, region=region).app
-    if not (route or env or options):
-        return App()
-    from wsconn.local.flags import app_from_flags
-
-    return app_from_flags(route=route, env=env, **options)
+    overrides = template_only.get("parameter_overrides", ())
+    loaded = read_app(
+        template,
+        flags=flags,
+        parameter_overrides=[overrides] if isinstance(overrides, str) else list(overrides),
+        env_vars=template_only.get("env_vars"),
+        lambda_endpoint=template_only.get("lambda_endpoint"),
+        api=template_only.get("api"),
+        region=region,
+        shell_env=dict(os.environ),
+        two_way=two_way,
+        env=parse_env(env, options.get("env_file", ())),
+        handler_timeout=options.get("handler_timeout"),
+        route_selection=options.get("route_selection"),
+        connect_auth=options.get("connect_auth"),
+        stage=stage,
+    )
+    return loaded.app, loaded.stage
 
 
 def _config(credentials: LocalCredentials, options: dict[str, Any]) -> GatewayConfig:
     from wsconn.local.gateway import GatewayConfig
+    from wsconn.local.run import _python_runtimes
 
-    unknown = set(options) - _APP_OPTIONS - _GATEWAY_OPTIONS
+    known = _APP_OPTIONS | _TEMPLATE_OPTIONS | _GATEWAY_OPTIONS
+    unknown = set(options) - known
     if unknown:
         raise TypeError(
             f"wsconn_local() got unknown options {sorted(unknown)}; it takes `wsconn local`'s: "
-            + ", ".join(sorted(_APP_OPTIONS | _GATEWAY_OPTIONS))
+            + ", ".join(sorted(known))
         )
     gateway = {name: options.pop(name) for name in _GATEWAY_OPTIONS & set(options)}
     region = gateway.pop("region", "us-east-1")
+    stage = gateway.pop("stage", None)
     statuses = gateway.pop("fault_status", (500,))
     if isinstance(statuses, str):
         statuses = tuple(int(part) for part in statuses.split(","))
     elif isinstance(statuses, int):
         statuses = (statuses,)
     deny = gateway.pop("deny", ())
+    app, template_stage = _app(region, stage, options)
+    # As `wsconn local` runs it: a template's python3.X runtime under its own interpreter.
+    app, _ = _python_runtimes(app, gateway.get("python"))
     return GatewayConfig(
         port=0,
         region=region,
+        stage=stage or template_stage or "dev",
         credentials=credentials,
         credential_source="wsconn_local",
         auth=not gateway.pop("no_auth", False),
         fault_statuses=tuple(statuses),
         deny_methods=(deny,) if isinstance(deny, str) else tuple(deny),
-        app=_app(region, options),
+        app=app,
         **gateway,
     )
 
