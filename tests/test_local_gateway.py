@@ -578,6 +578,32 @@ def test_stop_closes_every_client_with_1001(events: EventLog) -> None:
         assert (disconnect["code"], disconnect["by"]) == (1001, "gateway")
 
 
+def test_stop_does_not_wait_out_a_management_request_in_flight(events: EventLog) -> None:
+    """A request held by --latency 60 at shutdown gets close_timeout, then is cut off."""
+    import threading
+
+    with running_gateway(events, latency=60.0, close_timeout=0.2) as gateway:
+        answered: list[int | BaseException] = []
+
+        def request() -> None:
+            try:
+                answered.append(
+                    raw_request(gateway, "GET", connection_path("dev", "A" * 15 + "=")).status
+                )
+            except Exception as error:  # the gateway went away without answering
+                answered.append(error)
+
+        held = threading.Thread(target=request, daemon=True)
+        held.start()
+        held.join(0.5)  # the request is now waiting out its latency
+        stopper = threading.Thread(target=gateway.stop, daemon=True)
+        stopper.start()
+        stopper.join(3 * WAIT)  # a hang bound, far below the 60 s latency
+        assert not stopper.is_alive(), "stop() waited for the held request"
+        held.join(WAIT)
+    assert len(answered) == 1 and not isinstance(answered[0], int), answered
+
+
 def test_websocket_on_another_stage_is_refused(gateway: GatewayThread, events: EventLog) -> None:
     with pytest.raises(InvalidStatus) as info:
         connect(gateway.ws_url.replace("/dev", "/prod"), open_timeout=WAIT)

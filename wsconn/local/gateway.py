@@ -336,7 +336,14 @@ class LocalGateway:
         app = web.Application(client_max_size=MAX_POST_BYTES + 1)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # The CLI owns signals; hash the body exactly as sent (no transparent gunzip).
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, auto_decompress=False)
+        # Requests still in flight at shutdown (a --latency wait) get close_timeout, then cancelled.
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            auto_decompress=False,
+            shutdown_timeout=self.config.close_timeout,
+        )
         await runner.setup()
         try:
             site = web.TCPSite(
