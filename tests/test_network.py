@@ -51,14 +51,11 @@ def test_delete_sends_content_length_zero(wsconn: Wsconn) -> None:
 
 def test_exit_5_throttled_after_retries(wsconn: Wsconn) -> None:
     with scripted(THROTTLED) as server:
-        started = time.monotonic()
         run = wsconn("send", "--endpoint", server.endpoint, "-o", "json", "id=", "x")
-        elapsed = time.monotonic() - started
         assert run.code == 5
         assert len(server.requests) == 4  # 1 + --retries 3 (default)
         assert "throttled" in run.stderr and "LimitExceededException" in run.stderr
-        assert '"attempts": 4' in run.stdout
-        assert elapsed < 30  # not a timing assert: the defaults must give up, not hang
+        assert '"attempts": 4' in run.stdout  # gave up after the retries (a hang: pytest-timeout)
 
 
 def test_throttled_then_accepted_succeeds(wsconn: Wsconn) -> None:
