@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -384,3 +386,30 @@ def test_a_background_job_keeps_ignoring_ctrl_c_and_sigterm_stops_it_cleanly() -
                 ws.recv(timeout=10)
             assert ws.close_code == 1001
         assert process.wait(timeout=10) == 0
+
+
+def test_a_second_ctrl_c_quits_wsconn_local_at_once() -> None:
+    import http.client
+    import threading
+
+    # A management request held by --latency keeps the shutdown waiting (up to 5 s) for it.
+    with local_gateway("--latency", "30") as process:
+        assert process.stdout is not None and process.stderr is not None
+        listening = _read_event(process.stdout)
+        port = int(str(listening["endpoint"]).split(":")[2].split("/")[0])
+
+        def held_request() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn.request("GET", "/dev/@connections/AAAAAAAAAAAAAAA%3D")
+                conn.getresponse()
+
+        threading.Thread(target=held_request, daemon=True).start()
+        time.sleep(0.5)  # the request is in, waiting out its latency
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # the shutdown has begun, waiting for that request
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 130  # a shutdown left to finish would exit 0
+        stderr = process.stderr.read().decode()
+    assert stderr.splitlines()[-1] == "wsconn: interrupted"
+    assert "Traceback" not in stderr
