@@ -336,13 +336,14 @@ class LocalGateway:
         app = web.Application(client_max_size=MAX_POST_BYTES + 1)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # The CLI owns signals; hash the body exactly as sent (no transparent gunzip).
-        # Requests still in flight at shutdown (a --latency wait) get close_timeout, then cancelled.
+        # Requests still in flight at shutdown (a --latency wait) get close_timeout in all: aiohttp
+        # waits shutdown_timeout for them to finish, then as long again once it cancelled them.
         runner = web.AppRunner(
             app,
             handle_signals=False,
             access_log=None,
             auto_decompress=False,
-            shutdown_timeout=self.config.close_timeout,
+            shutdown_timeout=self.config.close_timeout / 2,
         )
         await runner.setup()
         try:

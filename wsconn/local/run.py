@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -18,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from wsconn.errors import ConfigError, InternalError, UsageError
+from wsconn.errors import ConfigError, ExitCode, InternalError, UsageError
 from wsconn.local.app import App
 from wsconn.local.console import DemoPrinter, EventPrinter
 from wsconn.local.credentials import (
@@ -132,7 +133,7 @@ def _client_setup(
 
 
 async def _until_stopped(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` until Ctrl-C or SIGTERM cancels it; a second Ctrl-C interrupts at once.
+    """Run ``main`` until Ctrl-C or SIGTERM cancels it; a second Ctrl-C quits at once (exit 130).
 
     asyncio.run() turns Ctrl-C into a cancellation of the main task only from Python 3.11; on 3.10
     KeyboardInterrupt escapes the loop, the clients' sessions are cancelled mid-close (1006) and
@@ -142,11 +143,14 @@ async def _until_stopped(main: Coroutine[Any, Any, None]) -> None:
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(main)
     handled: list[int] = []
+    stopping = False
 
     def stop(signum: int) -> None:
+        nonlocal stopping
+        if stopping and signum == signal.SIGINT:
+            _quit_now()
+        stopping = True
         task.cancel()
-        if signum == signal.SIGINT:
-            _restore(loop, signum)  # the next Ctrl-C raises KeyboardInterrupt (exit 130)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) == signal.SIG_IGN:
@@ -161,6 +165,21 @@ async def _until_stopped(main: Coroutine[Any, Any, None]) -> None:
     finally:
         for handled_signum in handled:
             _restore(loop, handled_signum)
+
+
+def _quit_now() -> None:
+    """A second Ctrl-C: leave at once, as asked, without waiting for the shutdown in progress.
+
+    Not KeyboardInterrupt: asyncio.run() would cancel aiohttp's tasks mid-shutdown, and aiohttp
+    logs tracebacks for that. The kernel closes every socket as the process ends.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write("wsconn: interrupted\n")
+        sys.stderr.flush()
+    os._exit(ExitCode.INTERRUPTED)
 
 
 def _restore(loop: asyncio.AbstractEventLoop, signum: int) -> None:
