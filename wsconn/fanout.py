@@ -5,6 +5,8 @@ length), N worker threads call the management API through one shared pool per en
 the calling thread collects one result per input line, in completion order, for the renderer
 and the --gone-out / --failed-out files. The first Ctrl-C stops new requests and lets those in
 flight finish; every id not attempted is still reported and written to --failed-out.
+With -P N (ProcessFanOut) the same run is spread over N forked worker processes, each a FanOut
+of its own, with the pacer and the stop in shared memory; the outcomes come back to this one.
 """
 
 from __future__ import annotations
