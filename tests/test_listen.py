@@ -328,6 +328,19 @@ def test_signed_upgrade_is_accepted_by_connect_auth_iam(
     assert not events.named("denied")
     if token:
         assert TOKEN not in out + err
+        # Nor in the gateway's events (a presigned upgrade carries it in the query string).
+        assert TOKEN not in json.dumps(events.all)
+
+
+def test_a_refused_presigned_upgrade_shows_no_token_in_the_gateways_events(
+    events: EventLog,
+) -> None:
+    with iam_gateway(events, None) as gw:  # it trusts no session token: this one is refused
+        code, _, err = listen(gw.ws_url, "--presign", env={"AWS_SESSION_TOKEN": TOKEN})
+    assert code == 4, err
+    denied = events.wait_for("denied")
+    assert "X-Amz-Security-Token=<redacted>" in str(denied["path"])
+    assert TOKEN not in json.dumps(events.all)
 
 
 def test_unsigned_upgrade_is_refused_with_403_exit_4(events: EventLog) -> None:

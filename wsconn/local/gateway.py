@@ -94,6 +94,16 @@ _ISSUED_ID = re.compile(r"[A-Za-z0-9_-]{15}=")
 CloseBy = Literal["client", "api", "idle-timeout", "max-duration", "gateway", "protocol"]
 
 
+# Query parameters of a presigned upgrade that events never show (a session token is a secret).
+_SECRET_PARAMS = {"x-amz-security-token", "x-amz-signature"}
+_SECRET_PARAM = re.compile(r"(?i)(?<=[?&])(x-amz-security-token|x-amz-signature)=[^&]*")
+
+
+def _shown_target(raw_target: str) -> str:
+    """A request target as events show it: a presigned query's token and signature redacted."""
+    return _SECRET_PARAM.sub(lambda match: f"{match.group(1)}=<redacted>", raw_target)
+
+
 def default_connection_id() -> str:
     """A real-shaped id: 15 random characters of ``[A-Za-z0-9_-]``, then ``=``."""
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
@@ -434,7 +444,7 @@ class LocalGateway:
             self._emit(
                 "error",
                 method=request.method,
-                path=request.raw_path,
+                path=_shown_target(request.raw_path),
                 error=f"{type(exc).__name__}: {exc}",
             )
             return _response(
@@ -446,7 +456,7 @@ class LocalGateway:
             self._emit(
                 "gone",
                 method=request.method,
-                path=request.raw_path,
+                path=_shown_target(request.raw_path),
                 connectionId=refusal.connection_id,
                 status=refusal.status,
                 errorType=refusal.error_type,
@@ -456,7 +466,7 @@ class LocalGateway:
             self._emit(
                 "denied",
                 method=request.method,
-                path=request.raw_path,
+                path=_shown_target(request.raw_path),
                 status=refusal.status,
                 errorType=refusal.error_type,
                 reason=refusal.reason,
@@ -733,7 +743,10 @@ class LocalGateway:
             connectionId=connection_id,
             sourceIp=conn.source_ip,
             userAgent=conn.user_agent,
-            query=dict(request.query),
+            query={
+                name: "<redacted>" if name.lower() in _SECRET_PARAMS else value
+                for name, value in request.query.items()
+            },
         )
         if self._shutting_down:
             self._request_close(conn, 1001, GOING_AWAY, "gateway")
@@ -757,7 +770,7 @@ class LocalGateway:
         self._emit(
             "denied",
             method=request.method,
-            path=request.raw_path,
+            path=_shown_target(request.raw_path),
             status=refusal.status,
             errorType=None,
             reason=refusal.reason,
