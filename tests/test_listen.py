@@ -688,3 +688,68 @@ def test_prompt_on_a_terminal_sends_typed_lines_and_prints_arrivals_above_it(
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         os.close(terminal)
+
+
+def test_subprotocols_are_offered_and_the_one_connect_chose_is_reported(
+    events: EventLog, tmp_path: Path
+) -> None:
+    from wsconn.local.flags import app_from_flags
+
+    (tmp_path / "proto.py").write_text(
+        "def handler(event, context):\n"
+        "    if event['requestContext']['routeKey'] != '$connect':\n"
+        "        return {'statusCode': 200}\n"
+        "    offered = event['headers'].get('Sec-WebSocket-Protocol', '')\n"
+        "    chosen = offered.split(',')[-1].strip()\n"
+        "    return {'statusCode': 200, 'headers': {'Sec-WebSocket-Protocol': chosen}}\n"
+    )
+    app = app_from_flags(handler="proto:handler", code_dir=str(tmp_path))
+    with running_gateway(events, app=app) as gw:
+        code, out, err = listen(
+            gw.ws_url,
+            "--subprotocol",
+            "chat.v1",
+            "--subprotocol",
+            "chat.v2",
+            "-o",
+            "json",
+            "--timeout",
+            "0.5",
+        )
+    assert code == 0, err
+    assert json_lines(out)[0]["subprotocol"] == "chat.v2"
+
+
+def test_a_terminal_transcript_explains_close_codes_and_pretty_prints_json() -> None:
+    import io
+
+    from wsconn.render import ListenOutput
+    from wsconn.streams import Streams
+
+    screen = io.StringIO()
+    out = ListenOutput("auto", Streams(None, screen, io.StringIO(), False, True, False))
+    assert out.mode == "rich"
+    out.connected("R0oXAdfD0kwCH6w=", "wss://abc123.execute-api.eu-west-1.amazonaws.com/prod", None)
+    out.received('{"type": "chat", "text": "' + "x" * 80 + '"}')
+    out.received(b"\x00\xff")
+    out.sent("hello", keepalive=False)
+    for code, words in [
+        (1001, "idle timeout (10 minutes without data frames), the 2-hour limit"),
+        (1003, "binary frame refused"),
+        (1009, "over 32 KB"),
+        (1006, "dropped"),
+    ]:
+        out.closed(code, "", "server")
+        assert words in " ".join(screen.getvalue().split()), code
+    shown = screen.getvalue()
+    flat = " ".join(shown.split())
+    assert (
+        "connected wss://abc123.execute-api.eu-west-1.amazonaws.com/prod as R0oXAdfD0kwCH6w="
+        in flat
+    )
+    # A JSON body too long for one line is indented under its row, a key a line.
+    assert any(
+        line.startswith(" " * 15) and '"type": "chat",' in line for line in shown.splitlines()
+    )
+    assert "[binary, 2 bytes] AP8=" in flat
+    assert "→ hello" in flat
