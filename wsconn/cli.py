@@ -11,7 +11,7 @@ import re
 import shlex
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
 
@@ -235,6 +235,19 @@ class ConnectionCommand(click.Command):
                     "CONNECTION"
                 ) from None
             raise
+
+
+def _status_list(_ctx: click.Context, _param: click.Parameter, text: str) -> tuple[int, ...]:
+    try:
+        statuses = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        statuses = ()
+    if not statuses or not all(400 <= status <= 599 for status in statuses):
+        raise click.BadParameter(
+            f"{text!r}: give HTTP error statuses separated by commas, e.g. 429,500",
+            param_hint="'--fault-status'",
+        )
+    return statuses
 
 
 class LocalCommand(click.Command):
@@ -708,6 +721,7 @@ def config(ctx: click.Context, /, connection: str | None, check: bool, **values:
 @click.option(
     "--fault-status",
     default="500",
+    callback=_status_list,
     show_default=True,
     metavar="CODES",
     help="Statuses injected faults answer, e.g. 429,500,503.",
@@ -885,7 +899,7 @@ def local(
     idle_timeout: float,
     max_duration: float,
     fault_rate: float,
-    fault_status: str,
+    fault_status: tuple[int, ...],
     retry_after: float | None,
     latency: float,
     clock_skew: float,
@@ -936,64 +950,23 @@ def local(
       export WSCONN_ENDPOINT=http://127.0.0.1:8080/dev AWS_REGION=us-east-1
       wsconn send "$ID" hi   # ID: a connection id from a connect event
     """
-    extra = _local_extra()
-    given = {
-        name
-        for name in ctx.params
-        if ctx.get_parameter_source(name)
-        in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
-    }
-    if template_path is None:
-        for name, option in _TEMPLATE_ONLY.items():
-            if name in given:
-                raise ConfigError(f"{option} needs --template")
-    from wsconn.local.flags import app_from_flags
+    from click.core import ParameterSource
 
-    app = app_from_flags(
-        handler=handler,
-        route=route_specs,
-        code_dir=code_dir,
-        route_selection=route_selection,
-        two_way=() if template_path else two_way,
-        env=env_pairs,
-        env_file=env_files,
-        handler_timeout=handler_timeout,
-        authorizer=authorizer,
-        identity_source=identity_source,
-        connect_auth=connect_auth,
-    )
-    template = None
-    if template_path is not None:
-        template = _template_extra().read_app(
-            template_path,
-            flags=app,
-            parameter_overrides=parameter_overrides,
-            env_vars=env_vars,
-            lambda_endpoint=lambda_endpoint,
-            api=api_id,
-            region=_local_region(local_region, local_profile),
-            shell_env=dict(os.environ),
-            two_way=two_way,
-            env=_flag_env(env_pairs, env_files),
-            handler_timeout=handler_timeout if "handler_timeout" in given else None,
-            route_selection=route_selection if "route_selection" in given else None,
-            connect_auth=app.connect_auth if "connect_auth" in given else None,
-            stage=local_stage if "local_stage" in given else None,
-        )
-        app = template.app
-        local_stage = template.stage or local_stage
-    if list_routes:
-        parent = ctx.find_object(Options)
-        chosen = output or (parent.output if parent is not None else "auto")
-        _list_routes(app, template, local_stage, as_json=chosen == "json" or json_events)
-        return
-    if template is not None:
-        for line in _template_extra().startup_lines(template):
-            click.echo(f"wsconn local: {line}", err=True)
-    extra.run_local(
+    run = _local_extra()
+    from wsconn.local.flags import BackendOptions
+
+    def given(name: str) -> Any:
+        """The option's value if the user gave it, else None (a template's value stands)."""
+        source = ctx.get_parameter_source(name)
+        chosen = source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        return ctx.params[name] if chosen else None
+
+    parent = ctx.find_object(Options)
+    chosen_output = output or (parent.output if parent is not None else "auto")
+    run.run_local(
         host=host,
         port=port,
-        stage=local_stage,
+        stage=given("local_stage"),
         region=local_region,
         profile=local_profile,
         json_events=json_events,
@@ -1001,7 +974,7 @@ def local(
         idle_timeout=idle_timeout,
         max_duration=max_duration,
         fault_rate=fault_rate,
-        fault_statuses=_status_list(fault_status),
+        fault_statuses=fault_status,
         retry_after=retry_after,
         latency=latency,
         clock_skew=clock_skew,
@@ -1009,80 +982,28 @@ def local(
         expired_token=expired_token,
         tls_cert=tls_cert,
         tls_key=tls_key,
-        app=app,
+        backend=BackendOptions(
+            handler=handler,
+            route=route_specs,
+            code_dir=code_dir,
+            route_selection=given("route_selection"),
+            two_way=two_way,
+            env=env_pairs,
+            env_file=env_files,
+            handler_timeout=given("handler_timeout"),
+            authorizer=authorizer,
+            identity_source=identity_source,
+            connect_auth=given("connect_auth"),
+            template=template_path,
+            env_vars=env_vars,
+            parameter_overrides=parameter_overrides,
+            lambda_endpoint=lambda_endpoint,
+            api=api_id,
+        ),
         python=python_path,
+        list_routes=list_routes,
+        list_json=chosen_output == "json" or json_events,
     )
-
-
-# Options that only mean something with --template.
-_TEMPLATE_ONLY = {
-    "env_vars": "--env-vars",
-    "parameter_overrides": "--parameter-overrides",
-    "lambda_endpoint": "--lambda-endpoint",
-    "api_id": "--api",
-}
-
-
-def _template_extra() -> Any:
-    """wsconn.local.template, or a one-line error naming the install command if PyYAML is missing."""
-    try:
-        from wsconn.local import template
-    except ImportError as exc:
-        if exc.name and exc.name.split(".")[0] == "yaml":
-            raise ConfigError(
-                'reading templates needs the "local" extra (PyYAML is not installed): '
-                'pip install "wsconn[local]"'
-            ) from None
-        raise
-    return template
-
-
-def _flag_env(pairs: tuple[str, ...], files: tuple[str, ...]) -> dict[str, str]:
-    from wsconn.local.flags import parse_env
-
-    return parse_env(pairs, files)
-
-
-def _local_region(region: str | None, profile: str | None) -> str:
-    """The region `wsconn local` signs for: --region, else the profile's, else us-east-1."""
-    if region:
-        return region
-    from wsconn.auth import AwsConfig
-
-    return AwsConfig(profile).configured_region() or "us-east-1"
-
-
-def _list_routes(app: Any, template: Any, stage: str, *, as_json: bool) -> None:
-    """`wsconn local --list`: the routes on stdout; with a template, what it noted on stderr."""
-    import json
-
-    from wsconn.local.template import list_json, list_text, listed_routes
-
-    routes = template.routes if template is not None else listed_routes(app)
-    if app.catch_all is not None:
-        routes = (*routes, *listed_routes(app, catch_all_only=True))
-    if as_json:
-        about = {"template": str(template.path), "api": template.api} if template else {}
-        data = list_json(app.route_selection, routes, **about, stage=stage)
-        click.echo(json.dumps(data, ensure_ascii=False))
-    else:
-        click.echo(list_text(app.route_selection, routes))
-    if template is not None:
-        for note in template.warnings():
-            click.echo(f"wsconn local: WARNING: {note}", err=True)
-
-
-def _status_list(text: str) -> tuple[int, ...]:
-    try:
-        statuses = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        statuses = ()
-    if not statuses or not all(400 <= status <= 599 for status in statuses):
-        raise click.BadParameter(
-            f"{text!r}: give HTTP error statuses separated by commas, e.g. 429,500",
-            param_hint="'--fault-status'",
-        )
-    return statuses
 
 
 @cli.command(
@@ -1224,33 +1145,31 @@ def listen(
       wsconn listen "$WS_URL" --send '{"action":"join"}' --expect '"joined"' --count 1 --timeout 10
       echo '{"action":"sendmessage","msg":"hi"}' | wsconn listen "$WS_URL?name=ci" --count 1
     """
-    from wsconn.listen import ListenRequest, listen, parse_header, prepare, read_send
+    from wsconn.listen import listen, listen_request, prepare
     from wsconn.render import ListenOutput
 
     parent: Options = ctx.find_object(Options) or Options()
     streams = _streams(ctx)
     out = ListenOutput(listen_output or parent.output, streams)
     try:
-        if keepalive_data is not None and keepalive is None:
-            from wsconn.errors import UsageError
-
-            raise UsageError("--keepalive-data goes with --keepalive SECONDS")
-        request = ListenRequest(
+        request = listen_request(
             url=url,
-            headers=tuple(parse_header(header) for header in headers),
+            headers=headers,
             subprotocols=subprotocols,
-            sign="query" if presign else "headers" if sign else "none",
+            sign=sign,
+            presign=presign,
             profile=listen_profile or parent.profile,
             region=listen_region or parent.region,
             ca_bundle=listen_ca_bundle or parent.ca_bundle,
             whoami=whoami,
-            sends=tuple(read_send(value) for value in sends),
-            stdin=_stdin_mode(out.mode, streams),
-            expects=tuple(_pattern(text) for text in expects),
+            sends=sends,
+            expects=expects,
             count=count,
             timeout=listen_timeout,
             keepalive=keepalive,
-            keepalive_data="{}" if keepalive_data is None else keepalive_data,
+            keepalive_data=keepalive_data,
+            output_mode=out.mode,
+            streams=streams,
         )
         listen(request, prepare(request), out, streams.stdin)
     except WsconnError as error:
@@ -1258,32 +1177,6 @@ def listen(
         raise
     finally:
         out.close()  # the terminal as it was, whatever happened
-
-
-def _stdin_mode(output_mode: str, streams: Streams) -> Literal["none", "lines", "prompt"]:
-    """Piped stdin: its lines are sent. A terminal: the prompt (rich output) or its lines; none
-    when this process runs in the background (reading the terminal would stop it)."""
-    stdin = streams.stdin
-    if stdin is None or stdin.closed:
-        return "none"
-    if not streams.stdin_is_terminal:
-        return "lines"
-    try:
-        foreground = os.tcgetpgrp(stdin.fileno()) == os.getpgrp()
-    except OSError:
-        foreground = True
-    if not foreground:
-        return "none"
-    return "prompt" if output_mode == "rich" else "lines"
-
-
-def _pattern(text: str) -> re.Pattern[str]:
-    try:
-        return re.compile(text)
-    except re.error as exc:
-        from wsconn.errors import UsageError
-
-        raise UsageError(f"--expect {text!r} is not a regular expression: {exc}") from None
 
 
 def _local_extra() -> Any:

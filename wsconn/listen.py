@@ -21,7 +21,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote, urlsplit
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from wsconn.calls import Resolver
+    from wsconn.streams import Streams
 
 # Sent by --whoami: not JSON, so on an API without `$default` no route matches and the service
 # answers with the Forbidden frame, which carries this connection's id.
@@ -220,6 +221,72 @@ class ListenRequest:
     def asked(self) -> bool:
         """Whether an expectation was given (then the run ends when it is met, or fails)."""
         return bool(self.expects) or self.count is not None
+
+
+def listen_request(
+    *,
+    url: str,
+    headers: Sequence[str] = (),
+    subprotocols: Sequence[str] = (),
+    sign: bool = False,
+    presign: bool = False,
+    profile: str | None = None,
+    region: str | None = None,
+    ca_bundle: str | None = None,
+    whoami: bool = False,
+    sends: Sequence[str] = (),
+    expects: Sequence[str] = (),
+    count: int | None = None,
+    timeout: float | None = None,
+    keepalive: float | None = None,
+    keepalive_data: str | None = None,
+    output_mode: str,
+    streams: Streams,
+) -> ListenRequest:
+    """The request `wsconn listen`'s options describe (a UsageError for a mistake in them)."""
+    if keepalive_data is not None and keepalive is None:
+        raise UsageError("--keepalive-data goes with --keepalive SECONDS")
+    return ListenRequest(
+        url=url,
+        headers=tuple(parse_header(header) for header in headers),
+        subprotocols=tuple(subprotocols),
+        sign="query" if presign else "headers" if sign else "none",
+        profile=profile,
+        region=region,
+        ca_bundle=ca_bundle,
+        whoami=whoami,
+        sends=tuple(read_send(value) for value in sends),
+        stdin=stdin_mode(output_mode, streams),
+        expects=tuple(_pattern(text) for text in expects),
+        count=count,
+        timeout=timeout,
+        keepalive=keepalive,
+        keepalive_data="{}" if keepalive_data is None else keepalive_data,
+    )
+
+
+def stdin_mode(output_mode: str, streams: Streams) -> StdinMode:
+    """Piped stdin: its lines are sent. A terminal: the prompt (rich output) or its lines; none
+    when this process runs in the background (reading the terminal would stop it)."""
+    stdin = streams.stdin
+    if stdin is None or stdin.closed:
+        return "none"
+    if not streams.stdin_is_terminal:
+        return "lines"
+    try:
+        foreground = os.tcgetpgrp(stdin.fileno()) == os.getpgrp()
+    except OSError:
+        foreground = True
+    if not foreground:
+        return "none"
+    return "prompt" if output_mode == "rich" else "lines"
+
+
+def _pattern(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise UsageError(f"--expect {text!r} is not a regular expression: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from wsconn.local.credentials import LocalCredentials
+    from wsconn.local.flags import BackendOptions
     from wsconn.local.gateway import GatewayConfig, GatewayThread
 
 WAIT = 10.0  # seconds a call waits by default before failing the test
@@ -312,12 +313,10 @@ class LocalGateway:
             client.close()
 
 
-def _app(region: str, stage: str | None, options: dict[str, Any]) -> tuple[Any, str | None]:
-    """The backend the options describe, built as `wsconn local` builds it (flags, then the
-    template with the flags on top), and the template's stage if it names one."""
-    import os
-
-    from wsconn.local.flags import app_from_flags, parse_env
+def _backend(options: dict[str, Any]) -> BackendOptions:
+    """`wsconn local`'s app options from the fixture's keyword arguments (which also take
+    mappings for ``env``/``routes`` and single strings where the CLI repeats an option)."""
+    from wsconn.local.flags import BackendOptions
 
     template = options.pop("template", None)
     template_only = {name: options.pop(name) for name in _TEMPLATE_OPTIONS & set(options)}
@@ -333,35 +332,23 @@ def _app(region: str, stage: str | None, options: dict[str, Any]) -> tuple[Any, 
     elif routes is not None:
         route += list(routes)
     two_way = options.pop("two_way", ())
-    two_way = [two_way] if isinstance(two_way, str) else list(two_way)
-    flags = app_from_flags(route=route, env=env, two_way=() if template else two_way, **options)
-    if template is None:
-        return flags, None
-    from wsconn.local.template import read_app
-
-    overrides = template_only.get("parameter_overrides", ())
-    loaded = read_app(
-        template,
-        flags=flags,
+    overrides = template_only.pop("parameter_overrides", ())
+    return BackendOptions(
+        route=route,
+        env=env,
+        two_way=[two_way] if isinstance(two_way, str) else list(two_way),
+        template=template,
         parameter_overrides=[overrides] if isinstance(overrides, str) else list(overrides),
-        env_vars=template_only.get("env_vars"),
-        lambda_endpoint=template_only.get("lambda_endpoint"),
-        api=template_only.get("api"),
-        region=region,
-        shell_env=dict(os.environ),
-        two_way=two_way,
-        env=parse_env(env, options.get("env_file", ())),
-        handler_timeout=options.get("handler_timeout"),
-        route_selection=options.get("route_selection"),
-        connect_auth=options.get("connect_auth"),
-        stage=stage,
+        **template_only,
+        **options,
     )
-    return loaded.app, loaded.stage
 
 
 def _config(credentials: LocalCredentials, options: dict[str, Any]) -> GatewayConfig:
+    import os
+
+    from wsconn.local.flags import load_app
     from wsconn.local.gateway import GatewayConfig
-    from wsconn.local.run import _python_runtimes
 
     known = _APP_OPTIONS | _TEMPLATE_OPTIONS | _GATEWAY_OPTIONS
     unknown = set(options) - known
@@ -379,19 +366,25 @@ def _config(credentials: LocalCredentials, options: dict[str, Any]) -> GatewayCo
     elif isinstance(statuses, int):
         statuses = (statuses,)
     deny = gateway.pop("deny", ())
-    app, template_stage = _app(region, stage, options)
-    # As `wsconn local` runs it: a template's python3.X runtime under its own interpreter.
-    app, _ = _python_runtimes(app, gateway.get("python"))
+    # As `wsconn local` builds it: the flags, or the template with the flags on top; a
+    # template's python3.X runtime under its own interpreter.
+    loaded = load_app(
+        _backend(options),
+        region=region,
+        stage=stage,
+        shell_env=dict(os.environ),
+        python=gateway.get("python"),
+    )
     return GatewayConfig(
         port=0,
         region=region,
-        stage=stage or template_stage or "dev",
+        stage=stage or loaded.stage or "dev",
         credentials=credentials,
         credential_source="wsconn_local",
         auth=not gateway.pop("no_auth", False),
         fault_statuses=tuple(statuses),
         deny_methods=(deny,) if isinstance(deny, str) else tuple(deny),
-        app=app,
+        app=loaded.app,
         **gateway,
     )
 

@@ -1,12 +1,16 @@
-"""An :class:`App` from ``wsconn local``'s command-line flags (``--handler``, ``--route`` ...).
+"""An :class:`App` from ``wsconn local``'s command-line flags (``--handler``, ``--route`` ...),
+and with ``--template``, the template's app with those flags on top.
 
 Every mistake is a one-line :class:`ConfigError` (exit 8), raised before anything listens.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wsconn.errors import ConfigError
 from wsconn.local import routes
@@ -21,6 +25,9 @@ from wsconn.local.app import (
     Target,
 )
 from wsconn.local.backends import parse_env_file, parse_target
+
+if TYPE_CHECKING:
+    from wsconn.local.template import TemplateApp
 
 _IDENTITY_PREFIXES = ("route.request.header.", "route.request.querystring.")
 
@@ -154,6 +161,142 @@ def app_from_flags(
         authorizer=guard,
         catch_all=catch_all,
     )
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """`wsconn local`'s options that describe the app. None where a template's value may stand:
+    the option was not given."""
+
+    handler: str | None = None
+    route: Sequence[str] = ()
+    code_dir: str | None = None
+    route_selection: str | None = None
+    two_way: Sequence[str] = ()
+    env: Sequence[str] = ()
+    env_file: Sequence[str] = ()
+    handler_timeout: float | None = None
+    authorizer: str | None = None
+    identity_source: str | None = None
+    connect_auth: str | None = None
+    template: str | None = None
+    env_vars: str | None = None
+    parameter_overrides: Sequence[str] = ()
+    lambda_endpoint: str | None = None
+    api: str | None = None
+
+
+# Options that only mean something with --template.
+_TEMPLATE_ONLY = {
+    "env_vars": "--env-vars",
+    "parameter_overrides": "--parameter-overrides",
+    "lambda_endpoint": "--lambda-endpoint",
+    "api": "--api",
+}
+
+
+@dataclass(frozen=True)
+class LoadedApp:
+    """The app `wsconn local` runs, the template it came from (if any), and what to say at start."""
+
+    app: App
+    template: TemplateApp | None
+    notes: tuple[str, ...]  # about the template's Python runtimes against the interpreter
+
+    @property
+    def stage(self) -> str | None:
+        """The template's one Stage's name (or --stage over it), if it names one."""
+        return self.template.stage if self.template is not None else None
+
+
+def load_app(
+    options: BackendOptions,
+    *,
+    region: str,
+    stage: str | None,
+    shell_env: dict[str, str],
+    python: str | None = None,
+) -> LoadedApp:
+    """The app as `wsconn local` (and the pytest plugin) runs it: the flags' app, or the
+    template's with the flags on top; Python runtimes checked against `python`."""
+    if options.template is None:
+        for name, option in _TEMPLATE_ONLY.items():
+            if getattr(options, name) not in (None, (), []):
+                raise ConfigError(f"{option} needs --template")
+    app = app_from_flags(
+        handler=options.handler,
+        route=options.route,
+        code_dir=options.code_dir,
+        route_selection=options.route_selection or DEFAULT_ROUTE_SELECTION,
+        two_way=() if options.template else options.two_way,
+        env=options.env,
+        env_file=options.env_file,
+        handler_timeout=(
+            DEFAULT_HANDLER_TIMEOUT if options.handler_timeout is None else options.handler_timeout
+        ),
+        authorizer=options.authorizer,
+        identity_source=options.identity_source,
+        connect_auth=options.connect_auth or "none",
+    )
+    template = None
+    if options.template is not None:
+        try:
+            from wsconn.local.template import read_app
+        except ImportError as exc:
+            if exc.name and exc.name.split(".")[0] == "yaml":
+                raise ConfigError(
+                    'reading templates needs the "local" extra (PyYAML is not installed): '
+                    'pip install "wsconn[local]"'
+                ) from None
+            raise
+        template = read_app(
+            options.template,
+            flags=app,
+            parameter_overrides=options.parameter_overrides,
+            env_vars=options.env_vars,
+            lambda_endpoint=options.lambda_endpoint,
+            api=options.api,
+            region=region,
+            shell_env=shell_env,
+            two_way=options.two_way,
+            env=parse_env(options.env, options.env_file),
+            handler_timeout=options.handler_timeout,
+            route_selection=options.route_selection,
+            connect_auth=app.connect_auth if options.connect_auth is not None else None,
+            stage=stage,
+        )
+        app = template.app
+    app, notes = _python_runtimes(app, python)
+    return LoadedApp(app, template, notes)
+
+
+def _python_runtimes(app: App, python: str | None) -> tuple[App, tuple[str, ...]]:
+    """A template's python3.X runtimes against the interpreter's version (said once at start)."""
+    runtimes = {
+        function.runtime
+        for function in [
+            *(route.function for route in app.routes.values()),
+            app.authorizer.function if app.authorizer else None,
+        ]
+        if function is not None and (function.runtime or "").startswith("python3")
+    }
+    if not runtimes:
+        return app, ()
+    from wsconn.local.backends import default_python
+    from wsconn.local.template import python_runtimes
+
+    interpreter = python or default_python()
+    try:
+        version = subprocess.run(
+            [interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return app, ()  # a broken --python is reported when the handlers load
+    return python_runtimes(app, version, explicit=python is not None)
 
 
 def _function_name(text: str, target: Target) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -15,12 +16,12 @@ import sys
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import click
 
 from wsconn.errors import ConfigError, ExitCode, InternalError, UsageError
-from wsconn.local.app import App
 from wsconn.local.console import DemoPrinter, EventPrinter
 from wsconn.local.credentials import (
     GENERATED_SOURCE,
@@ -28,15 +29,21 @@ from wsconn.local.credentials import (
     generate_credentials,
     resolve_credentials,
 )
+from wsconn.local.flags import BackendOptions, LoadedApp, load_app
 from wsconn.local.gateway import GatewayConfig, GatewayThread, serve
 from wsconn.render import printf_escape
+
+if TYPE_CHECKING:
+    from wsconn.local.template import TemplateApp
+
+DEFAULT_STAGE = "dev"
 
 
 def run_local(
     *,
     host: str,
     port: int,
-    stage: str,
+    stage: str | None,
     region: str | None,
     profile: str | None,
     json_events: bool,
@@ -52,15 +59,30 @@ def run_local(
     expired_token: bool = False,
     tls_cert: str | None = None,
     tls_key: str | None = None,
-    app: App | None = None,
+    backend: BackendOptions,
     python: str | None = None,
+    list_routes: bool = False,
+    list_json: bool = False,
 ) -> None:
-    """Serve until Ctrl-C or SIGTERM (then every client is closed with 1001 and this returns)."""
+    """Serve until Ctrl-C or SIGTERM (then every client is closed with 1001 and this returns).
+
+    `stage` None: the template's one Stage's name, else "dev". `list_routes`: print the routes
+    (as one JSON object with `list_json`) instead of serving.
+    """
     from wsconn.auth import AwsConfig
 
     region = region or AwsConfig(profile).configured_region() or "us-east-1"
+    loaded = load_app(
+        backend, region=region, stage=stage, shell_env=dict(os.environ), python=python
+    )
+    app, template = loaded.app, loaded.template
+    stage = stage or loaded.stage or DEFAULT_STAGE
+    if list_routes:
+        _print_routes(loaded, stage, as_json=list_json)
+        return
+    for line in _template_lines(template):
+        click.echo(f"wsconn local: {line}", err=True)
     tls = _tls_context(tls_cert, tls_key)
-    app, runtime_notes = _python_runtimes(app or App(), python)
     credentials, source = resolve_credentials(profile)
     config = GatewayConfig(
         host=host,
@@ -85,7 +107,7 @@ def run_local(
     )
     _quiet_logs()
     printer = EventPrinter(json_events, *_client_setup(source, credentials, profile, tls_cert))
-    for note in runtime_notes:
+    for note in loaded.notes:
         printer.warn(note)
     if not auth:
         printer.warn(
@@ -100,6 +122,33 @@ def run_local(
         asyncio.run(_until_stopped(serve(config, printer)))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _template_lines(template: TemplateApp | None) -> list[str]:
+    if template is None:
+        return []
+    from wsconn.local.template import startup_lines
+
+    return startup_lines(template)
+
+
+def _print_routes(loaded: LoadedApp, stage: str, *, as_json: bool) -> None:
+    """`wsconn local --list`: the routes on stdout; with a template, what it noted on stderr."""
+    from wsconn.local.template import list_json, list_text, listed_routes
+
+    app, template = loaded.app, loaded.template
+    routes = template.routes if template is not None else listed_routes(app)
+    if app.catch_all is not None:
+        routes = (*routes, *listed_routes(app, catch_all_only=True))
+    if as_json:
+        about = {"template": str(template.path), "api": template.api} if template else {}
+        data = list_json(app.route_selection, routes, **about, stage=stage)
+        click.echo(json.dumps(data, ensure_ascii=False))
+    else:
+        click.echo(list_text(app.route_selection, routes))
+    if template is not None:
+        for note in template.warnings():
+            click.echo(f"wsconn local: WARNING: {note}", err=True)
 
 
 def _client_setup(
@@ -189,35 +238,6 @@ def _restore(loop: asyncio.AbstractEventLoop, signum: int) -> None:
     except NotImplementedError:
         default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
         signal.signal(signum, default)
-
-
-def _python_runtimes(app: App, python: str | None) -> tuple[App, tuple[str, ...]]:
-    """A template's python3.X runtimes against the interpreter's version (said once at start)."""
-    runtimes = {
-        function.runtime
-        for function in [
-            *(route.function for route in app.routes.values()),
-            app.authorizer.function if app.authorizer else None,
-        ]
-        if function is not None and (function.runtime or "").startswith("python3")
-    }
-    if not runtimes:
-        return app, ()
-    from wsconn.local.backends import default_python
-    from wsconn.local.template import python_runtimes
-
-    interpreter = python or default_python()
-    try:
-        version = subprocess.run(
-            [interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return app, ()  # a broken --python is reported when the handlers load
-    return python_runtimes(app, version, explicit=python is not None)
 
 
 def _quiet_logs() -> None:
