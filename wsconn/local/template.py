@@ -1,23 +1,20 @@
 """A SAM / CloudFormation template → the App `wsconn local` runs, and what `--list` shows.
 
 Reads the WebSocket API a developer already deploys (`AWS::ApiGatewayV2::Api` with its routes,
-integrations, route responses, authorizer and stage, and the functions behind them) and resolves
-the intrinsic functions that wire them together here and nowhere else. Pure: no sockets, no
-processes; the command line hands in the environment, parameters and endpoint it was given.
+integrations, route responses, authorizer and stage, and the functions behind them); the
+intrinsic functions that wire them together are resolved by cfn.py, nowhere else. Pure: no
+sockets, no processes; the command line hands in the environment, parameters and endpoint it
+was given.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
-
-import yaml
 
 from wsconn.errors import ConfigError
 from wsconn.local.app import (
@@ -31,44 +28,31 @@ from wsconn.local.app import (
     PythonTarget,
     Route,
 )
+from wsconn.local.cfn import (
+    API,
+    AUTHORIZER,
+    FUNCTIONS,
+    INTEGRATION,
+    NO_VALUE,
+    ROUTE,
+    ROUTE_RESPONSE,
+    SAM_FUNCTION,
+    STAGE,
+    Resolver,
+    Unresolvable,
+    env_value,
+    find_template,
+    parameter_values,
+    parse_parameter_overrides,
+    parse_template,
+    read_env_vars,
+)
 
-# What SAM CLI looks for in a directory, in its order.
-TEMPLATE_NAMES = ("template.yaml", "template.yml", "template.json")
 # SAM CLI's local stand-ins for what only a deployed stack knows.
 DEFAULT_STACK_NAME = "local"
 LAMBDA_DEFAULT_TIMEOUT = 3.0  # seconds: Lambda's default when a function sets none
 LAMBDA_DEFAULT_MEMORY = 128
 START_LAMBDA_URL = "http://127.0.0.1:3001"  # where `sam local start-lambda` listens by default
-
-_API = "AWS::ApiGatewayV2::Api"
-_ROUTE = "AWS::ApiGatewayV2::Route"
-_INTEGRATION = "AWS::ApiGatewayV2::Integration"
-_ROUTE_RESPONSE = "AWS::ApiGatewayV2::RouteResponse"
-_AUTHORIZER = "AWS::ApiGatewayV2::Authorizer"
-_STAGE = "AWS::ApiGatewayV2::Stage"
-_SAM_FUNCTION = "AWS::Serverless::Function"
-_LAMBDA_FUNCTION = "AWS::Lambda::Function"
-_FUNCTIONS = (_SAM_FUNCTION, _LAMBDA_FUNCTION)
-# Resources wsconn itself plays: a reference to them is not worth a line at start-up.
-_EMULATED = (_API, _ROUTE, _INTEGRATION, _ROUTE_RESPONSE, _AUTHORIZER, _STAGE)
-
-# The property that names a resource, for those whose Ref (locally) is their name.
-_NAME_PROPERTIES = {
-    _SAM_FUNCTION: "FunctionName",
-    _LAMBDA_FUNCTION: "FunctionName",
-    "AWS::DynamoDB::Table": "TableName",
-    "AWS::DynamoDB::GlobalTable": "TableName",
-    "AWS::Serverless::SimpleTable": "TableName",
-    "AWS::S3::Bucket": "BucketName",
-    "AWS::SQS::Queue": "QueueName",
-    "AWS::SNS::Topic": "TopicName",
-    "AWS::Kinesis::Stream": "Name",
-    "AWS::StepFunctions::StateMachine": "StateMachineName",
-    "AWS::Serverless::StateMachine": "Name",
-    "AWS::SecretsManager::Secret": "Name",
-    "AWS::SSM::Parameter": "Name",
-    "AWS::Events::EventBus": "Name",
-}
 
 
 @dataclass(frozen=True)
@@ -134,470 +118,6 @@ class TemplateApp:
         return (*self.notes, *stage, *(note for _, note in self.route_notes), *endpoint_notes)
 
 
-# --- reading the file ----------------------------------------------------------------------------
-
-# CloudFormation's short forms: `!Ref X` is {"Ref": X}, `!Condition X` is {"Condition": X},
-# every other `!Name v` is {"Fn::Name": v}.
-_SHORT_TAGS = frozenset(
-    {
-        *("Ref", "Condition", "And", "Base64", "Cidr", "Equals", "FindInMap", "GetAtt", "GetAZs"),
-        *("If", "ImportValue", "Join", "Length", "Not", "Or", "Select", "Split", "Sub"),
-        *("ToJsonString", "Transform"),
-    }
-)
-
-
-class _TemplateLoader(yaml.SafeLoader):
-    """PyYAML's safe loader plus CloudFormation's short tags; dates stay strings."""
-
-
-_TemplateLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if suffix not in _SHORT_TAGS:
-        raise yaml.constructor.ConstructorError(
-            None, None, f"unknown tag !{suffix}", node.start_mark
-        )
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}": value}
-
-
-_TemplateLoader.add_multi_constructor("!", _short_tag)
-
-
-def find_template(path: str | Path) -> Path:
-    """The template file: PATH itself, or SAM's default names in the directory PATH."""
-    given = Path(path)
-    if given.is_dir():
-        for name in TEMPLATE_NAMES:
-            if (given / name).is_file():
-                return given / name
-        raise ConfigError(f"--template {path}: no {', '.join(TEMPLATE_NAMES)} in that directory")
-    if not given.exists():
-        raise ConfigError(f"--template {path}: no such file or directory")
-    return given
-
-
-def parse_template(path: Path) -> dict[str, Any]:
-    """The template as plain data (short tags as their long forms); errors name the line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read template {path}: {_reason(exc)}") from None
-    document: Any
-    if path.suffix == ".json":
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path.name} line {exc.lineno}: {exc.msg}") from None
-    else:
-        try:
-            document = yaml.load(text, Loader=_TemplateLoader)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            problem = exc.problem or exc.context or "invalid YAML"
-            raise ConfigError(f"{path.name}{line}: {problem}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path.name}: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
-        raise ConfigError(f"{path.name}: not a CloudFormation template (no Resources section)")
-    return document
-
-
-def _reason(exc: BaseException) -> str:
-    return str(getattr(exc, "strerror", None) or exc)
-
-
-# --- --parameter-overrides and --env-vars, as SAM CLI reads them -----------------------------------
-
-_QUOTED_OR_BARE = r"""(?:"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|(?:\\.|[^\s"'\\])*)"""
-_KEY = r"""(?:"[A-Za-z0-9]+"|'[A-Za-z0-9]+'|[A-Za-z0-9]+)"""
-_OVERRIDE = re.compile(
-    rf"""\s*(?:ParameterKey=(?P<long_key>{_KEY}),ParameterValue=(?P<long_value>{_QUOTED_OR_BARE})"""
-    rf"""|(?P<key>{_KEY})=(?P<value>{_QUOTED_OR_BARE}))(?=\s|$)"""
-)
-
-
-def parse_parameter_overrides(values: Iterable[str]) -> dict[str, str]:
-    """`Key=Value` pairs separated by spaces (or SAM's `ParameterKey=K,ParameterValue=V`).
-
-    Quoting as SAM CLI accepts it: `Key="two words"`, `Key='x'`, `Key=two\\ words`. A later pair
-    wins over an earlier one for the same key.
-    """
-    result: dict[str, str] = {}
-    for text in values:
-        position, text = 0, text.strip()
-        while position < len(text):
-            match = _OVERRIDE.match(text, position)
-            if match is None:
-                bad = text[position:].split()[0]
-                raise ConfigError(
-                    f"--parameter-overrides: {bad!r} is not Key=Value "
-                    "(e.g. 'TableName=chat Stage=dev')"
-                )
-            key = match.group("key") or match.group("long_key")
-            value = match.group("value") if match.group("key") else match.group("long_value")
-            result[_unquote(key)] = _unquote(value)
-            position = match.end()
-    return result
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1]
-    return text.replace("\\ ", " ").replace('\\"', '"').replace("\\'", "'")
-
-
-def read_env_vars(path: str | Path) -> dict[str, dict[str, Any]]:
-    """SAM CLI's `--env-vars` file: `{"FunctionLogicalId": {"VAR": "value"}, "Parameters": {...}}`."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read --env-vars {path}: {_reason(exc)}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--env-vars {path} line {exc.lineno}: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--env-vars {path}: expected a JSON object of objects")
-    for name, values in data.items():
-        if not isinstance(values, dict):
-            raise ConfigError(
-                f"--env-vars {path}: {name!r} must map to an object of variables, "
-                f'e.g. {{"{name}": {{"TABLE_NAME": "chat"}}}}'
-            )
-    return data
-
-
-def env_value(value: Any) -> str:
-    """An environment value as Lambda gets it, stringified as SAM CLI does (lists, maps → "")."""
-    if value is None or isinstance(value, (dict, list, tuple)):
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-# --- intrinsic functions -------------------------------------------------------------------------
-
-
-class _Unresolvable(Exception):
-    """A value that cannot be worked out locally; the message says why."""
-
-
-class _NoValue:
-    """`AWS::NoValue`: the property is removed."""
-
-
-_NO_VALUE = _NoValue()
-_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
-
-
-@dataclass
-class _Resolver:
-    """Resolves the intrinsic functions of one template, given its parameters' values."""
-
-    resources: Mapping[str, Mapping[str, Any]]
-    parameters: Mapping[str, str | list[str] | None]
-    conditions: Mapping[str, Any]
-    mappings: Mapping[str, Any]
-    pseudo: Mapping[str, str]
-    # Ref of these logical ids gives this value (the WebSocket API → the gateway's api id).
-    ref_overrides: Mapping[str, str] = field(default_factory=dict)
-    # References to resources, as they are resolved: for the start-up list of substitutions.
-    trace: list[str] = field(default_factory=list)
-    _condition_values: dict[str, bool] = field(default_factory=dict)
-    _evaluating: set[str] = field(default_factory=set)
-
-    def resolve(self, node: Any) -> Any:
-        """The node with every intrinsic function replaced by its value."""
-        if isinstance(node, dict):
-            if len(node) == 1:
-                ((key, argument),) = node.items()
-                if key == "Ref":
-                    return self._ref(argument)
-                handler = self._functions().get(key)
-                if handler is not None:
-                    return handler(argument)
-                if isinstance(key, str) and key.startswith("Fn::"):
-                    raise _Unresolvable(f"{key} is not resolved by wsconn local")
-            resolved = {key: self.resolve(value) for key, value in node.items()}
-            return {key: value for key, value in resolved.items() if value is not _NO_VALUE}
-        if isinstance(node, list):
-            items = [self.resolve(item) for item in node]
-            return [item for item in items if item is not _NO_VALUE]
-        return node
-
-    def string(self, node: Any, what: str) -> str:
-        value = self.resolve(node)
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if not isinstance(value, (str, int, float)):
-            raise _Unresolvable(f"{what} is not a string")
-        return str(value)
-
-    def condition(self, name: str) -> bool:
-        if name in self._condition_values:
-            return self._condition_values[name]
-        if name not in self.conditions:
-            raise _Unresolvable(f"no condition {name!r} in Conditions")
-        if name in self._evaluating:
-            raise _Unresolvable(f"condition {name!r} refers to itself")
-        self._evaluating.add(name)
-        try:
-            value = self._truth(self.conditions[name])
-        finally:
-            self._evaluating.discard(name)
-        self._condition_values[name] = value
-        return value
-
-    def _functions(self) -> dict[str, Callable[[Any], Any]]:
-        return {
-            "Fn::GetAtt": self._get_att,
-            "Fn::Sub": self._sub,
-            "Fn::Join": self._join,
-            "Fn::If": self._if,
-            "Fn::Select": self._select,
-            "Fn::Split": self._split,
-            "Fn::FindInMap": self._find_in_map,
-            "Fn::Base64": lambda arg: base64.b64encode(
-                self.string(arg, "Fn::Base64's argument").encode()
-            ).decode(),
-            "Fn::Equals": lambda arg: self._truth({"Fn::Equals": arg}),
-            "Fn::Not": lambda arg: self._truth({"Fn::Not": arg}),
-            "Fn::And": lambda arg: self._truth({"Fn::And": arg}),
-            "Fn::Or": lambda arg: self._truth({"Fn::Or": arg}),
-        }
-
-    def _truth(self, node: Any) -> bool:
-        """A condition: Fn::Equals / Not / And / Or / {"Condition": name}."""
-        if isinstance(node, dict) and len(node) == 1:
-            ((key, argument),) = node.items()
-            if key == "Condition":
-                return self.condition(str(argument))
-            if key == "Fn::Equals" and isinstance(argument, list) and len(argument) == 2:
-                left, right = (_comparable(self.resolve(side)) for side in argument)
-                return bool(left == right)
-            if key == "Fn::Not" and isinstance(argument, list) and len(argument) == 1:
-                return not self._truth(argument[0])
-            if key in ("Fn::And", "Fn::Or") and isinstance(argument, list) and argument:
-                values = (self._truth(item) for item in argument)
-                return all(values) if key == "Fn::And" else any(values)
-        if isinstance(node, bool):
-            return node
-        raise _Unresolvable(f"not a condition: {_short(node)}")
-
-    def _ref(self, name: Any) -> Any:
-        if not isinstance(name, str):
-            raise _Unresolvable(f"Ref of {_short(name)}")
-        if name in self.parameters:
-            value = self.parameters[name]
-            if value is None:
-                raise _Unresolvable(
-                    f"parameter {name} has no Default: give it with --parameter-overrides {name}=..."
-                )
-            return value
-        if name == "AWS::NoValue":
-            return _NO_VALUE
-        if name in self.pseudo:
-            return self.pseudo[name]
-        if name in self.ref_overrides:
-            return self.ref_overrides[name]
-        if name in self.resources:
-            kind = self.resources[name].get("Type")
-            if kind in ("AWS::Lambda::Alias", "AWS::Lambda::Version"):
-                return self._qualified_arn(name)
-            return self._name_of(name, f"Ref {name}")
-        for logical_id, resource in self.resources.items():
-            alias = (resource.get("Properties") or {}).get("AutoPublishAlias")
-            if resource.get("Type") == _SAM_FUNCTION and name == f"{logical_id}Alias{alias}":
-                # The alias SAM makes for AutoPublishAlias: its Ref is the function's ARN with it.
-                return f"{self._get_att([logical_id, 'Arn'])}:{alias}"
-        raise _Unresolvable(f"Ref {name}: no parameter or resource {name!r} in the template")
-
-    def _qualified_arn(self, logical_id: str) -> str:
-        """An AWS::Lambda::Alias or ::Version's Ref: its function's ARN and qualifier."""
-        properties = self.resources[logical_id].get("Properties") or {}
-        function = self.string(properties.get("FunctionName"), f"{logical_id}'s FunctionName")
-        if ":function:" not in function:
-            function = (
-                f"{self._get_att([function, 'Arn'])}"
-                if function in self.resources
-                else (
-                    f"arn:{self.pseudo['AWS::Partition']}:lambda:{self.pseudo['AWS::Region']}:"
-                    f"{self.pseudo['AWS::AccountId']}:function:{function}"
-                )
-            )
-        qualifier = properties.get("Name") if "Name" in properties else "1"
-        return f"{function}:{self.string(qualifier, f'{logical_id} qualifier')}"
-
-    def _name_of(self, logical_id: str, how: str) -> str:
-        """A resource's name here: its name property (e.g. TableName), else its logical id."""
-        kind = str(self.resources[logical_id].get("Type", ""))
-        prop = _NAME_PROPERTIES.get(kind)
-        properties = self.resources[logical_id].get("Properties") or {}
-        name = logical_id
-        if prop and isinstance(properties, dict) and prop in properties:
-            name = self.string(properties[prop], f"{logical_id}'s {prop}")
-            became = f"its {prop}"
-        else:
-            became = "its logical id"
-        if kind not in _EMULATED:
-            self.trace.append(f"{how} ({kind}: {became})")
-        return name
-
-    def _get_att(self, argument: Any) -> str:
-        if isinstance(argument, str):
-            argument = argument.split(".", 1)
-        if not (isinstance(argument, list) and len(argument) == 2):
-            raise _Unresolvable(f"Fn::GetAtt needs [LogicalId, Attribute], not {_short(argument)}")
-        logical_id = argument[0]
-        attribute = self.string(argument[1], "Fn::GetAtt's attribute")
-        if logical_id not in self.resources:
-            raise _Unresolvable(f"Fn::GetAtt {logical_id}.{attribute}: no resource {logical_id!r}")
-        kind = str(self.resources[logical_id].get("Type", ""))
-        how = f"Fn::GetAtt {logical_id}.{attribute}"
-        region, account = self.pseudo["AWS::Region"], self.pseudo["AWS::AccountId"]
-        partition = self.pseudo["AWS::Partition"]
-        if kind == _API and attribute in ("ApiId", "ApiEndpoint"):
-            api_id = self.ref_overrides.get(logical_id, logical_id)
-            if attribute == "ApiId":
-                return api_id
-            return f"wss://{api_id}.execute-api.{region}.amazonaws.com"
-        name = self._name_of(logical_id, how)
-        if attribute != "Arn" and not attribute.endswith("Arn"):
-            return name
-        service = kind.split("::")[1].lower() if kind.count("::") == 2 else "unknown"
-        if kind in _FUNCTIONS:
-            return f"arn:{partition}:lambda:{region}:{account}:function:{name}"
-        if "DynamoDB" in kind or kind == "AWS::Serverless::SimpleTable":
-            table = f"arn:{partition}:dynamodb:{region}:{account}:table/{name}"
-            return f"{table}/stream/local" if attribute == "StreamArn" else table
-        if kind == "AWS::S3::Bucket":
-            return f"arn:{partition}:s3:::{name}"
-        return f"arn:{partition}:{service}:{region}:{account}:{name}"
-
-    def _sub(self, argument: Any) -> str:
-        variables: dict[str, Any] = {}
-        if isinstance(argument, list) and len(argument) == 2 and isinstance(argument[1], dict):
-            text = argument[0]
-            variables = {key: self.resolve(value) for key, value in argument[1].items()}
-        else:
-            text = argument
-        if not isinstance(text, str):
-            raise _Unresolvable(f"Fn::Sub needs a string, not {_short(text)}")
-
-        def value_of(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in variables:
-                value = variables[name]
-            elif "." in name and not name.startswith("AWS::"):
-                value = self._get_att(name.split(".", 1))
-            else:
-                value = self._ref(name)
-            if isinstance(value, (list, dict, _NoValue)):
-                raise _Unresolvable(f"Fn::Sub: ${{{name}}} is not a string")
-            return env_value(value)
-
-        return _SUB_VARIABLE.sub(value_of, text)
-
-    def _join(self, argument: Any) -> str:
-        if not (isinstance(argument, list) and len(argument) == 2):
-            raise _Unresolvable(f"Fn::Join needs [delimiter, [values]], not {_short(argument)}")
-        delimiter = self.string(argument[0], "Fn::Join's delimiter")
-        values = self.resolve(argument[1])
-        if not isinstance(values, list):
-            raise _Unresolvable("Fn::Join's values are not a list")
-        return delimiter.join(env_value(value) for value in values)
-
-    def _if(self, argument: Any) -> Any:
-        if not (isinstance(argument, list) and len(argument) == 3):
-            raise _Unresolvable(f"Fn::If needs [condition, then, else], not {_short(argument)}")
-        chosen = argument[1] if self.condition(str(argument[0])) else argument[2]
-        return self.resolve(chosen)
-
-    def _select(self, argument: Any) -> Any:
-        if not (isinstance(argument, list) and len(argument) == 2):
-            raise _Unresolvable(f"Fn::Select needs [index, [values]], not {_short(argument)}")
-        index, values = self.resolve(argument[0]), self.resolve(argument[1])
-        try:
-            return values[int(index)]
-        except (ValueError, TypeError, IndexError, KeyError):
-            raise _Unresolvable(f"Fn::Select: no item {index!r}") from None
-
-    def _split(self, argument: Any) -> list[str]:
-        if not (isinstance(argument, list) and len(argument) == 2):
-            raise _Unresolvable(f"Fn::Split needs [delimiter, string], not {_short(argument)}")
-        delimiter = self.string(argument[0], "Fn::Split's delimiter")
-        return self.string(argument[1], "Fn::Split's string").split(delimiter)
-
-    def _find_in_map(self, argument: Any) -> Any:
-        if not (isinstance(argument, list) and len(argument) >= 3):
-            raise _Unresolvable(f"Fn::FindInMap needs [map, key, key], not {_short(argument)}")
-        keys = [self.string(item, "Fn::FindInMap's key") for item in argument[:3]]
-        try:
-            return self.resolve(self.mappings[keys[0]][keys[1]][keys[2]])
-        except (KeyError, TypeError):
-            raise _Unresolvable(f"Fn::FindInMap: no {'/'.join(keys)} in Mappings") from None
-
-
-def _comparable(value: Any) -> Any:
-    """A value as Fn::Equals compares it: scalars as their text (`8` equals `"8"`)."""
-    if isinstance(value, list):
-        return [_comparable(item) for item in value]
-    return value if isinstance(value, dict) else env_value(value)
-
-
-def _short(node: Any) -> str:
-    text = json.dumps(node, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _parameter_values(
-    document: Mapping[str, Any], overrides: Mapping[str, str], path: Path
-) -> tuple[dict[str, str | list[str] | None], list[str]]:
-    """Each parameter's value (an override, else its Default, else None) and notes."""
-    declared = document.get("Parameters") or {}
-    if not isinstance(declared, dict):
-        raise ConfigError(f"{path}: Parameters is not a mapping")
-    values: dict[str, str | list[str] | None] = {}
-    for name, spec in declared.items():
-        spec = spec if isinstance(spec, dict) else {}
-        raw = overrides.get(name, spec.get("Default"))
-        if raw is None:
-            values[name] = None
-            continue
-        text = env_value(raw) if not isinstance(raw, list) else ",".join(map(env_value, raw))
-        allowed = spec.get("AllowedValues")
-        if isinstance(allowed, list) and text not in [env_value(item) for item in allowed]:
-            choices = ", ".join(env_value(item) for item in allowed)
-            raise ConfigError(
-                f"parameter {name}: {text!r} is not one of its AllowedValues ({choices})"
-            )
-        kind = str(spec.get("Type", "String"))
-        is_list = kind == "CommaDelimitedList" or kind.startswith("List<")
-        values[name] = [item.strip() for item in text.split(",")] if is_list else text
-    notes = [
-        f"--parameter-overrides {name}: the template declares no such parameter; ignored"
-        for name in overrides
-        if name not in declared
-    ]
-    return values, notes
-
-
 # --- the WebSocket API ---------------------------------------------------------------------------
 
 
@@ -607,7 +127,7 @@ class _Reader:
 
     path: Path
     document: Mapping[str, Any]
-    resolver: _Resolver
+    resolver: Resolver
     env_vars: Mapping[str, Mapping[str, Any]]
     shell_env: Mapping[str, str]
     lambda_endpoint: str | None
@@ -640,7 +160,7 @@ class _Reader:
             return True
         try:
             return self.resolver.condition(str(condition))
-        except _Unresolvable as exc:
+        except Unresolvable as exc:
             raise self.fail(logical_id, f"Condition: {exc}") from None
 
     def of_type(self, *kinds: str) -> list[str]:
@@ -658,9 +178,9 @@ class _Reader:
             return default
         try:
             value = self.resolver.resolve(node)
-        except _Unresolvable as exc:
+        except Unresolvable as exc:
             raise self.fail(logical_id, f"{prop}: {exc}") from None
-        if value is _NO_VALUE or value is None:
+        if value is NO_VALUE or value is None:
             return default
         if isinstance(value, (dict, list)):
             raise self.fail(logical_id, f"{prop} is not a string")
@@ -670,13 +190,13 @@ class _Reader:
         node = self.properties(logical_id).get(prop)
         try:
             return self.resolver.resolve(node)
-        except _Unresolvable as exc:
+        except Unresolvable as exc:
             raise self.fail(logical_id, f"{prop}: {exc}") from None
 
     # --- the API and what points at it
 
     def choose_api(self, wanted: str | None) -> str:
-        apis = self.of_type(_API)
+        apis = self.of_type(API)
         websocket = [
             a for a in apis if (self.string(a, "ProtocolType") or "").upper() == "WEBSOCKET"
         ]
@@ -688,7 +208,7 @@ class _Reader:
                 )
             if wanted not in websocket:
                 kind = self.resources[wanted].get("Type")
-                protocol = self.string(wanted, "ProtocolType") if kind == _API else None
+                protocol = self.string(wanted, "ProtocolType") if kind == API else None
                 raise ConfigError(
                     f"{self.path.name}: {wanted} is not a WebSocket API "
                     f"({f'ProtocolType {protocol}' if protocol else kind})"
@@ -726,7 +246,7 @@ class _Reader:
             raise self.fail(logical_id, "no ApiId")
         try:
             return bool(self.resolver.resolve(node) == self.resolver.resolve({"Ref": api}))
-        except _Unresolvable as exc:
+        except Unresolvable as exc:
             raise self.fail(logical_id, f"ApiId: {exc}") from None
 
     def referenced(self, logical_id: str, prop: str, kinds: tuple[str, ...]) -> str | None:
@@ -757,7 +277,7 @@ class _Reader:
         if match is None:
             raise self.fail(logical_id, f"{prop} {uri!r} names no Lambda function")
         name = match.group(1)
-        for candidate in self.of_type(*_FUNCTIONS):
+        for candidate in self.of_type(*FUNCTIONS):
             if name == candidate or name == self.string(candidate, "FunctionName"):
                 return candidate
         raise self.fail(
@@ -772,7 +292,7 @@ class _Reader:
 
     def function_properties(self, logical_id: str) -> dict[str, Any]:
         properties = dict(self.properties(logical_id))
-        if self.resources[logical_id].get("Type") == _SAM_FUNCTION:
+        if self.resources[logical_id].get("Type") == SAM_FUNCTION:
             globals_ = (self.document.get("Globals") or {}).get("Function") or {}
             if isinstance(globals_, dict):
                 properties = _merge_globals(globals_, properties)
@@ -790,9 +310,9 @@ class _Reader:
             return None
         try:
             value = self.resolver.resolve(properties[prop])
-        except _Unresolvable as exc:
+        except Unresolvable as exc:
             raise self.fail(logical_id, f"{prop}: {exc}") from None
-        if value is _NO_VALUE or value is None:
+        if value is NO_VALUE or value is None:
             return None
         if isinstance(value, (dict, list)):
             raise self.fail(logical_id, f"{prop} is not a string")
@@ -852,13 +372,13 @@ class _Reader:
     def _code_dir(
         self, logical_id: str, properties: Mapping[str, Any]
     ) -> tuple[Path | None, str | None]:
-        sam = self.resources[logical_id].get("Type") == _SAM_FUNCTION
+        sam = self.resources[logical_id].get("Type") == SAM_FUNCTION
         prop = "CodeUri" if sam else "Code"
         if sam and properties.get("InlineCode") is not None:
             return None, f"{logical_id} has InlineCode, not a CodeUri directory"
         try:
             code = self.resolver.resolve(properties.get(prop, "." if sam else None))
-        except _Unresolvable as exc:
+        except Unresolvable as exc:
             raise self.fail(logical_id, f"{prop}: {exc}") from None
         if isinstance(code, dict) or (isinstance(code, str) and code.startswith("s3://")):
             form = "ZipFile (inline code)" if isinstance(code, dict) and "ZipFile" in code else "S3"
@@ -903,7 +423,7 @@ class _Reader:
             return node
         try:
             return self.resolver.resolve(node)
-        except _Unresolvable as exc:
+        except Unresolvable as exc:
             raise self.fail(logical_id, f"{prop}: {exc}") from None
 
     def _template_value(self, logical_id: str, variable: str, node: Any) -> str | None:
@@ -911,12 +431,12 @@ class _Reader:
         self.resolver.trace.clear()
         try:
             resolved = self.resolver.resolve(node)
-        except _Unresolvable as exc:
+        except Unresolvable as exc:
             self.substitutions.append(
                 Substitution(logical_id, variable, "", f"{exc} (set {variable} with --env-vars)")
             )
             return ""
-        if resolved is _NO_VALUE:
+        if resolved is NO_VALUE:
             return None
         value = env_value(resolved)
         for source in dict.fromkeys(self.resolver.trace):
@@ -990,7 +510,7 @@ def load_template(
         for logical_id, resource in document["Resources"].items()
         if isinstance(resource, dict)
     }
-    parameters, notes = _parameter_values(document, parameter_overrides or {}, file)
+    parameters, notes = parameter_values(document, parameter_overrides or {}, file)
     pseudo = {
         "AWS::Region": region,
         "AWS::AccountId": account_id,
@@ -1001,7 +521,7 @@ def load_template(
         "AWS::URLSuffix": "amazonaws.com",
         "AWS::NotificationARNs": "",
     }
-    resolver = _Resolver(
+    resolver = Resolver(
         resources=resources,
         parameters=parameters,
         conditions=document.get("Conditions") or {},
@@ -1027,10 +547,10 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
     selection = reader.string(api, "RouteSelectionExpression")
     if not selection:
         raise reader.fail(api, "a WebSocket API needs a RouteSelectionExpression")
-    route_ids = [r for r in reader.of_type(_ROUTE) if reader.belongs(r, api)]
+    route_ids = [r for r in reader.of_type(ROUTE) if reader.belongs(r, api)]
     responses = {
-        reader.referenced(response, "RouteId", (_ROUTE,))
-        for response in reader.of_type(_ROUTE_RESPONSE)
+        reader.referenced(response, "RouteId", (ROUTE,))
+        for response in reader.of_type(ROUTE_RESPONSE)
         if reader.belongs(response, api)
         and (reader.string(response, "RouteResponseKey") or "") == "$default"
     }
@@ -1063,7 +583,7 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
         elif authorization == "AWS_IAM":
             connect_auth = "iam"
         elif authorization == "CUSTOM":
-            authorizer_id = reader.referenced(route_id, "AuthorizerId", (_AUTHORIZER,))
+            authorizer_id = reader.referenced(route_id, "AuthorizerId", (AUTHORIZER,))
             if authorizer_id is None:
                 raise reader.fail(route_id, "AuthorizationType CUSTOM needs an AuthorizerId")
             authorizer, why_not = _authorizer(reader, authorizer_id)
@@ -1097,7 +617,7 @@ def _read_api(reader: _Reader, api: str) -> TemplateApp:
         )
     stages = [
         reader.string(stage, "StageName")
-        for stage in reader.of_type(_STAGE)
+        for stage in reader.of_type(STAGE)
         if reader.belongs(stage, api)
     ]
     named = [stage for stage in stages if stage]
@@ -1182,7 +702,7 @@ def _integration(
     prefix, _, integration_id = target.partition("/")
     if prefix != "integrations" or not integration_id:
         raise reader.fail(route_id, f"Target {target!r} is not integrations/<IntegrationId>")
-    if integration_id not in reader.of_type(_INTEGRATION):
+    if integration_id not in reader.of_type(INTEGRATION):
         raise reader.fail(
             route_id, f"Target {target!r} names no AWS::ApiGatewayV2::Integration in the template"
         )
