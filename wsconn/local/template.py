@@ -173,18 +173,8 @@ class _Reader:
         ]
 
     def string(self, logical_id: str, prop: str, default: str | None = None) -> str | None:
-        node = self.properties(logical_id).get(prop)
-        if node is None:
-            return default
-        try:
-            value = self.resolver.resolve(node)
-        except Unresolvable as exc:
-            raise self.fail(logical_id, f"{prop}: {exc}") from None
-        if value is NO_VALUE or value is None:
-            return default
-        if isinstance(value, (dict, list)):
-            raise self.fail(logical_id, f"{prop} is not a string")
-        return env_value(value)
+        value = self._prop_string(logical_id, self.properties(logical_id), prop)
+        return default if value is None else value
 
     def value(self, logical_id: str, prop: str) -> Any:
         node = self.properties(logical_id).get(prop)
