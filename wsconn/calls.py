@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
@@ -335,6 +336,16 @@ def call(
     tracer: TraceSink | None = None,
 ) -> R:
     """Resolve, then make one call. A WsconnError carries the connection id it concerns."""
+    with _one_client(settings, connection, tracer) as (_, client, connection_id):
+        return operation.call(client, connection_id)
+
+
+@contextmanager
+def _one_client(
+    settings: Settings, connection: str, tracer: TraceSink | None = None
+) -> Iterator[tuple[Resolved, ManagementClient, str]]:
+    """Resolve once (traced), a client for the block (closed after it), and the connection id;
+    a WsconnError raised on the way or in the block carries the connection id it concerns."""
     connection_id: str | None = None
     try:
         resolved, connection_id = resolve(settings, connection)
@@ -342,7 +353,7 @@ def call(
             tracer.resolved(resolved.describe())
         client = resolved.client(tracer=tracer)
         try:
-            return operation.call(client, connection_id)
+            yield resolved, client, connection_id
         finally:
             client.close()
     except WsconnError as error:
@@ -359,19 +370,10 @@ class DryRun:
 
 def dry_run(settings: Settings, connection: str, operation: Operation[R]) -> DryRun:
     """Resolve and sign one call without sending it."""
-    connection_id: str | None = None
-    try:
-        resolved, connection_id = resolve(settings, connection)
-        client = resolved.client()
-        try:
-            return DryRun(
-                client.prepare(operation.method, connection_id, operation.body),
-                resolved.describe(),
-            )
-        finally:
-            client.close()
-    except WsconnError as error:
-        raise _failing(error, connection, connection_id) from None
+    with _one_client(settings, connection) as (resolved, client, connection_id):
+        return DryRun(
+            client.prepare(operation.method, connection_id, operation.body), resolved.describe()
+        )
 
 
 class TraceSink(Protocol):
@@ -422,26 +424,16 @@ def watch(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Poll one connection until it is gone; ends with ConnectionGone (exit 3) or Ctrl-C."""
-    connection_id: str | None = None
-    try:
-        resolved, connection_id = resolve(settings, connection)
-        if tracer is not None:
-            tracer.resolved(resolved.describe())
-        client = resolved.client(tracer=tracer)
+    with _one_client(settings, connection, tracer) as (_, client, connection_id):
         last_seen: datetime | None = None
-        try:
-            while True:
-                try:
-                    info = client.get_connection(connection_id)
-                except ConnectionGone as gone:
-                    raise _went_away(gone, connection_id, last_seen, view) from None
-                last_seen = datetime.now(timezone.utc)
-                view.poll(info, interval)
-                sleep(interval)
-        finally:
-            client.close()
-    except WsconnError as error:
-        raise _failing(error, connection, connection_id) from None
+        while True:
+            try:
+                info = client.get_connection(connection_id)
+            except ConnectionGone as gone:
+                raise _went_away(gone, connection_id, last_seen, view) from None
+            last_seen = datetime.now(timezone.utc)
+            view.poll(info, interval)
+            sleep(interval)
 
 
 def _went_away(
