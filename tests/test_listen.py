@@ -675,6 +675,9 @@ def test_prompt_on_a_terminal_sends_typed_lines_and_prints_arrivals_above_it(
         os.write(terminal, b" typed\r")
         assert events.wait_for("message", data="half typed")
         read_until(b"\xe2\x86\x92 half typed")  # the sent row replaces the echoed line
+        # The next prompt is drawn once readline has the terminal in raw mode: a Ctrl-D typed
+        # before that lands in the cooked line discipline and reaches readline as a NUL byte.
+        read_until(b"> ")
         os.write(terminal, b"\x04")  # Ctrl-D closes, exit 0
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
