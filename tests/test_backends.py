@@ -534,6 +534,36 @@ def test_check_refuses_what_cannot_load_in_one_line(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_a_cold_start_has_lambdas_init_limit_not_the_handlers_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsconn.local.backends import workers
+
+    code_dir = code(
+        tmp_path,
+        """
+        import os, time
+        time.sleep(float(os.environ["IMPORT_SECONDS"]))
+
+        def handler(event, context):
+            return context.get_remaining_time_in_millis()
+        """,
+    )
+    monkeypatch.setattr(workers, "INIT_TIMEOUT", 1.0)
+    slow_import = python_fn(code_dir, timeout=0.3, env={"IMPORT_SECONDS": "0.6"})
+    hanging_import = python_fn(code_dir, timeout=0.3, env={"IMPORT_SECONDS": "60"})
+
+    async def scenario() -> None:
+        async with backends() as (live, _):
+            # An import slower than the handler's timeout: the first event still gets it all.
+            remaining = ok(await live.invoke(slow_import, {}, label="r"))
+            assert 0 < remaining <= 300
+            with pytest.raises(ConfigError, match=r"importing it took longer than 1 s"):
+                await live.check([hanging_import])
+
+    run(scenario())
+
+
 def test_check_refuses_an_interpreter_that_does_not_exist(tmp_path: Path) -> None:
     function = python_fn(code(tmp_path, COUNTER))
 

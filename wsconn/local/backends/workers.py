@@ -31,6 +31,8 @@ from wsconn.local.app import Function, PythonTarget
 WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
 # The most workers (concurrent invocations) one function runs at once; more invocations wait.
 MAX_WORKERS = 8
+# Seconds a cold start (starting the interpreter, importing the handler) may take: Lambda's init limit.
+INIT_TIMEOUT = 10.0
 # Events and answers are one JSON line each (an answer may reach Lambda's 6 MB payload limit).
 _LINE_LIMIT = 16 * 1024 * 1024
 
@@ -333,7 +335,11 @@ class FunctionPool:
         """Load the handler once in a worker (which stays warm); InitError if it cannot."""
         self._starting += 1
         try:
-            worker = await self._spawn(label)
+            worker = await asyncio.wait_for(self._spawn(label), INIT_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise InitError(
+                f"importing it took longer than {INIT_TIMEOUT:g} s (Lambda's limit for a cold start)"
+            ) from None
         finally:
             self._starting -= 1
         self._release(worker)
@@ -414,19 +420,21 @@ class FunctionPool:
     async def invoke(self, event: dict[str, Any], *, label: str, request_id: str) -> Outcome:
         """Run the handler on ``event`` within the function's timeout."""
         timeout = self.function.timeout
-        deadline = time.monotonic() + timeout
         self._reload_if_changed()
-        deadline_ms = int(time.time() * 1000 + timeout * 1000)
-        request = (
-            json.dumps({"id": request_id, "deadline": deadline_ms, "event": event}).encode() + b"\n"
-        )
+        event_json = json.dumps(event)  # before taking a worker: an unserialisable event raises
         worker: _Worker | None = None
         try:
             worker = self._take_idle()
             if worker is None:
-                worker = await asyncio.wait_for(self._acquire(label), timeout)
+                # A cold start has Lambda's init limit, not the handler's timeout (as on Lambda);
+                # waiting for a busy pool's free slot may take up to one timeout more.
+                worker = await asyncio.wait_for(self._acquire(label), INIT_TIMEOUT + timeout)
             worker.label = label
-            answer = await asyncio.wait_for(worker.call(request), deadline - time.monotonic())
+            deadline_ms = int(time.time() * 1000 + timeout * 1000)
+            request = (
+                f'{{"id":{json.dumps(request_id)},"deadline":{deadline_ms},"event":{event_json}}}\n'
+            ).encode()
+            answer = await asyncio.wait_for(worker.call(request), timeout)
         except asyncio.CancelledError:
             # The caller gave up (e.g. the gateway is stopping): this worker's state is unknown.
             if worker is not None:
