@@ -452,25 +452,16 @@ class LocalGateway:
             )
 
     def _deny(self, request: web.Request, refusal: _Refusal) -> web.Response:
-        if refusal.connection_id is not None:
-            self._emit(
-                "gone",
-                method=request.method,
-                path=_shown_target(request.raw_path),
-                connectionId=refusal.connection_id,
-                status=refusal.status,
-                errorType=refusal.error_type,
-                reason=refusal.reason,
-            )
-        else:
-            self._emit(
-                "denied",
-                method=request.method,
-                path=_shown_target(request.raw_path),
-                status=refusal.status,
-                errorType=refusal.error_type,
-                reason=refusal.reason,
-            )
+        gone = refusal.connection_id is not None  # a 410: said with the connection it names
+        self._emit(
+            "gone" if gone else "denied",
+            method=request.method,
+            path=_shown_target(request.raw_path),
+            **({"connectionId": refusal.connection_id} if gone else {}),
+            status=refusal.status,
+            errorType=refusal.error_type,
+            reason=refusal.reason,
+        )
         payload: dict[str, object] | None = None
         if refusal.message is not None:
             payload = {refusal.message_key: refusal.message}
