@@ -149,7 +149,10 @@ def test_local_port_in_use_is_a_config_error() -> None:
             check=False,
         )
     assert done.returncode == 8
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr.decode()
+    err = done.stderr.decode()
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in err
+    assert "--port 0" in err  # what to do
+    assert "('127.0.0.1'" not in err  # asyncio's repr of the address does not leak
     assert b"Traceback" not in done.stderr
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -121,7 +122,21 @@ def run_local(
     try:
         asyncio.run(_until_stopped(serve(config, printer)))
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {_os_words(exc)}") from None
+
+
+def _os_words(exc: OSError) -> str:
+    """The OS's words for a failed bind, and what to do when the port is taken.
+
+    asyncio's own message holds a Python repr of the address ("('127.0.0.1', 8080)").
+    """
+    if not exc.errno:
+        return exc.strerror or str(exc)
+    words = os.strerror(exc.errno)
+    words = words[:1].lower() + words[1:]
+    if exc.errno == errno.EADDRINUSE:
+        words += " (is another wsconn local running? --port 0 picks any free port)"
+    return words
 
 
 def _template_lines(template: TemplateApp | None) -> list[str]:
