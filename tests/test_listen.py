@@ -376,7 +376,8 @@ def test_connection_refused_exits_7() -> None:
         port = sock.getsockname()[1]
     code, _, err = listen(f"ws://127.0.0.1:{port}/dev")
     assert code == 7
-    assert f"cannot connect to 127.0.0.1:{port}" in err
+    assert f"cannot connect to 127.0.0.1:{port}: connection refused" in err
+    assert "('127.0.0.1'" not in err  # asyncio's "Connect call failed (addr)" repr does not leak
 
 
 def test_wss_verifies_with_ca_bundle_and_an_unknown_ca_exits_7(

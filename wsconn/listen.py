@@ -768,6 +768,14 @@ def _phrase(status: int) -> str:
 def _reason(exc: BaseException) -> str:
     """The OS's words for a connection failure, without aiohttp's repetition."""
     inner = getattr(exc, "os_error", None) or exc.__cause__ or exc
+    import ssl
+
+    number = getattr(inner, "errno", None)
+    if isinstance(number, int) and number > 0 and not isinstance(inner, ssl.SSLError):
+        # asyncio's strerror holds a Python repr ("Connect call failed ('127.0.0.1', 8089)");
+        # the OS's words for the errno are what a person reads (an SSLError's errno is not one)
+        words = os.strerror(number)
+        return words[:1].lower() + words[1:]
     return getattr(inner, "strerror", None) or str(inner) or type(inner).__name__
 
 
