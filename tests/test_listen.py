@@ -353,6 +353,17 @@ def test_unsigned_upgrade_is_refused_with_403_exit_4(events: EventLog) -> None:
     assert (error["event"], error["outcome"], error["httpStatus"]) == ("error", "forbidden", 403)
 
 
+def test_a_url_without_a_stage_is_refused_and_the_message_says_the_stage_is_missing(
+    gw: GatewayThread,
+) -> None:
+    base = gw.ws_url.rsplit("/", 1)[0]  # ws://127.0.0.1:PORT, the stage left out
+    code, _, err = listen(base, "--timeout", "5")
+    assert code == 4, err
+    assert f"the URL has no stage: it goes first in the path ({base}/{{stage}})" in err
+    assert "add --sign" not in err  # not the likely cause here
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_wrong_secret_is_refused_exit_4_naming_the_error_type(events: EventLog) -> None:
     with iam_gateway(events, None) as gw:
         code, _, err = listen(gw.ws_url, "--sign", env={"AWS_SECRET_ACCESS_KEY": "wrong"})

@@ -549,8 +549,14 @@ class _Session:
             what += f" ({error_type})"
         message = f"the WebSocket handshake with {self.handshake.url.host} was refused: {what}"
         if status in (401, 403):
+            url = self.handshake.url
             hint = (
-                "; the signature or the caller's IAM permissions were refused"
+                # API Gateway answers a stage it does not have with 403 too: the likeliest
+                # cause when the URL names none at all
+                f"; the URL has no stage: it goes first in the path ({url.scheme}://{url.host}/"
+                "{stage}), unless a custom domain's API mapping has an empty base path"
+                if status == 403 and url.path == "/"
+                else "; the signature or the caller's IAM permissions were refused"
                 if self.handshake.signed != "none"
                 else "; if $connect uses IAM authorization, add --sign"
                 if status == 403
