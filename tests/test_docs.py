@@ -175,6 +175,23 @@ def _code_lines(text: str) -> list[str]:
     return [line for block in blocks for line in block.splitlines()]
 
 
+def test_every_python_module_the_readme_runs_is_installed_by_the_package() -> None:
+    """`python -m X` in a pasteable block must work after `pip install "wsconn[local]"` (and the
+    app's own boto3): a module of the test extra only, such as websockets, would not be there."""
+    from importlib.metadata import requires
+
+    installed = {"wsconn", "boto3"} | {
+        re.split(r"[^A-Za-z0-9_-]", dep, maxsplit=1)[0].lower().replace("-", "_")
+        for dep in requires("wsconn") or []
+        if "extra ==" not in dep or re.search(r"extra == .local.", dep)
+    }
+    assert "aiohttp" in installed and "websockets" not in installed
+    for line in _code_lines(README):
+        for module in re.findall(r"python[0-9.]* -m ([A-Za-z_][\w.]*)", line):
+            top = module.split(".")[0]
+            assert top in sys.stdlib_module_names or top in installed, line
+
+
 def _help_lines() -> list[str]:
     assert isinstance(cli, click.Group)
     texts = [cli.epilog or ""] + [
