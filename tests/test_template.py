@@ -968,6 +968,26 @@ def test_runtime_other_than_the_interpreter_uses_its_python_from_path(sam_chat: 
     }
 
 
+def test_a_python_on_path_that_does_not_run_is_not_chosen(
+    authorized: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pyenv shim for an installed but unselected version is on PATH and exits 127."""
+    import os
+    import sys
+
+    app = load_template(authorized).app  # python3.11
+    shim = tmp_path / "python3.11"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.11: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert python_runtimes(app, "3.13", explicit=False) == (app, ())
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # now one that runs
+    switched, notes = python_runtimes(app, "3.13", explicit=False)
+    assert switched.authorizer is not None
+    assert switched.authorizer.function.python == str(shim)
+    assert notes and str(shim) in notes[0]
+
+
 def test_runtime_mismatch_with_explicit_python_or_none_on_path(authorized: Path) -> None:
     app = load_template(authorized).app
     # An explicit --python runs everything; so does the default when PATH has no python3.X.

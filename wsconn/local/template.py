@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -988,12 +989,32 @@ def startup_lines(template: TemplateApp) -> list[str]:
 # --- Python runtimes -----------------------------------------------------------------------------
 
 
+def runnable_python(name: str) -> str | None:
+    """`name` (e.g. python3.12) on PATH, if it runs: a pyenv or asdf shim for a version that is
+    installed but not selected is on PATH and only says "command not found" (exit 127)."""
+    found = shutil.which(name)
+    if found is None:
+        return None
+    try:
+        ran = subprocess.run(
+            [found, "-c", ""],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found if ran.returncode == 0 else None
+
+
 def python_runtimes(
     app: App,
     python_version: str,
     *,
     explicit: bool,
-    which: Callable[[str], str | None] = shutil.which,
+    which: Callable[[str], str | None] = runnable_python,
 ) -> tuple[App, tuple[str, ...]]:
     """The app with each function whose python3.X runtime is not the interpreter's run by the
     `python3.X` found on PATH, and one note per runtime so chosen.
