@@ -163,6 +163,24 @@ def test_completion_completes_subcommands() -> None:
     assert done.stdout.decode().split() == ["plain,send", "plain,status"]
 
 
+@pytest.mark.parametrize(
+    "option", ["--template", "--env-vars", "--env-file", "--code-dir", "--python"]
+)
+def test_local_options_that_take_a_path_complete_file_names(option: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "wsconn"],
+        env={
+            **os.environ,
+            "_WSCONN_COMPLETE": "bash_complete",
+            "COMP_WORDS": f"wsconn local {option} temp",
+            "COMP_CWORD": "3",
+        },
+        capture_output=True,
+        check=True,
+    )
+    assert done.stdout.decode().split() == ["file,temp"]  # the shell completes the file name
+
+
 # -- every command line shown to a user runs as shown ------------------------------------------
 
 _OPERATIONS = {"send", "status", "disconnect"}

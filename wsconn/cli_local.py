@@ -180,6 +180,7 @@ class LocalCommand(click.Command):
 @click.option(
     "--code-dir",
     metavar="DIR",
+    type=click.Path(),
     help="Where Python handlers are imported from [default: the current directory].",
 )
 @click.option(
@@ -207,6 +208,7 @@ class LocalCommand(click.Command):
     "env_files",
     multiple=True,
     metavar="FILE",
+    type=click.Path(),
     help="Dotenv lines for the handlers' environment (--env wins).",
 )
 @click.option(
@@ -221,6 +223,7 @@ class LocalCommand(click.Command):
     "--python",
     "python_path",
     metavar="PATH",
+    type=click.Path(),
     help="The interpreter for Python handlers [default: $VIRTUAL_ENV's, else wsconn's].",
 )
 @click.option(
@@ -237,12 +240,14 @@ class LocalCommand(click.Command):
     "--template",
     "template_path",
     metavar="PATH",
+    type=click.Path(),
     help="Run the WebSocket API of this SAM / CloudFormation template (a file, or a directory "
     "with template.yaml/.yml/.json); --handler/--route win for their keys.",
 )
 @click.option(
     "--env-vars",
     metavar="FILE",
+    type=click.Path(),
     help='With --template: SAM CLI\'s env file, {"FunctionId": {"VAR": "value"}, "Parameters": {...}}.',
 )
 @click.option(
