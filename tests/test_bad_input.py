@@ -53,6 +53,7 @@ CASES = [
     Case("control character", ["status", "--endpoint", "{ep}", "a\x07b="], USAGE, "holds '\\x07'"),
     Case("tab in id", ["status", "--endpoint", "{ep}", "a\tb="], USAGE, "holds '\\t', which no id can hold: ids hold no tabs"),
     Case("newline in id", ["disconnect", "--endpoint", "{ep}", "a\nb"], USAGE, "holds '\\n'"),
+    Case("jq's null (a missing field)", ["send", "--endpoint", "{ep}", "null", "x"], USAGE, "the connection id is 'null': the JSON it was read from has none there (jq -r prints null"),
     Case("over-long id", ["status", "--endpoint", "{ep}", "a" * 300], USAGE, "300 characters"),
     Case("non-ASCII in a URL", ["status", "{ep}/@connections/%C3%B1="], USAGE, "holds 'ñ'"),
     Case("empty id in a URL", ["status", "{ep}/@connections/"], USAGE, "no '/@connections/{id}'"),

@@ -127,6 +127,12 @@ def check_connection_id(connection_id: str) -> str:
         )
     bad = [ch for ch in connection_id if ch not in ID_ALPHABET]
     if not bad:
+        if connection_id == "null":  # no id is: it is what jq -r prints for a missing field
+            raise UsageError(
+                "the connection id is 'null': the JSON it was read from has none there "
+                "(jq -r prints null for a missing or null field; wsconn listen --whoami "
+                "reports null when it could not learn the id)"
+            )
         return connection_id
     char, hint = next(
         ((c, h) for c, h in _ID_HINTS if (connection_id.startswith(c) if c in "\"'" else c in bad)),
