@@ -89,9 +89,11 @@ def describe(event: Mapping[str, object]) -> tuple[str, str]:
         stream = " (stderr)" if event.get("stream") == "stderr" else ""
         return name, f"{event.get('route')}{stream}: {event.get('line')}"
     if name == "denied":
+        # A refused $connect (the handler's own status, a failed integration) has no error type.
+        error_type = f" {event['errorType']}" if event.get("errorType") else ""
         return name, (
-            f"{event.get('method')} {event.get('path')} -> {event.get('status')} "
-            f"{event.get('errorType')}: {event.get('reason')}"
+            f"{event.get('method')} {event.get('path')} -> {event.get('status')}"
+            f"{error_type}: {event.get('reason')}"
         )
     details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in {"event", "time"})
     return name, details
