@@ -381,6 +381,13 @@ def test_refused_handshake_maps_like_the_other_commands(status: int, exit_code: 
     assert f"refused: {status} " in err
 
 
+def test_wss_to_a_plain_gateway_says_it_does_not_speak_tls(gw: GatewayThread) -> None:
+    code, _, err = listen(gw.ws_url.replace("ws://", "wss://"), "--timeout", "5")
+    assert code == 7, err
+    assert "does not speak TLS there" in err and "use ws://" in err
+    assert "_ssl.c" not in err
+
+
 def test_connection_refused_exits_7() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

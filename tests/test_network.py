@@ -42,6 +42,17 @@ def test_wire_path_is_exactly_what_was_signed(wsconn: Wsconn) -> None:
         assert "/us-east-1/execute-api/aws4_request" in request.headers["authorization"]
 
 
+def test_https_to_a_plain_http_server_says_it_does_not_speak_tls(wsconn: Wsconn) -> None:
+    with scripted(Step(200)) as server:
+        endpoint = server.endpoint.replace("http://", "https://")
+        run = wsconn(
+            "send", "--endpoint", endpoint, "--retries", "0", "--region", "us-east-1", "a=", "x"
+        )
+    assert run.code == 7, run.stderr
+    assert "the server does not speak TLS there" in run.stderr and "use http://" in run.stderr
+    assert "_ssl.c" not in run.stderr  # OpenSSL's source line does not leak
+
+
 def test_delete_sends_content_length_zero(wsconn: Wsconn) -> None:
     with scripted(Step(204)) as server:
         assert wsconn("disconnect", "--endpoint", server.endpoint, "id=").code == 0

@@ -584,6 +584,11 @@ def _network_error(
                 f"TLS: cannot verify the certificate of {where} ({why}); "
                 "pass --ca-bundle PATH or set AWS_CA_BUNDLE to trust its CA"
             )
+        elif "WRONG_VERSION_NUMBER" in reason:  # OpenSSL's words for an answer in plain HTTP
+            message = (
+                f"TLS handshake with {where} failed: the server does not speak TLS there "
+                "(a plain-HTTP server, such as wsconn local: use http://)"
+            )
         else:
             message = f"TLS handshake with {where} failed: {reason}"
         return NetworkError(message, error_type="tls")

@@ -510,9 +510,13 @@ class _Session:
         except aiohttp.WSServerHandshakeError as exc:
             raise self._refused(exc) from None
         except aiohttp.ClientSSLError as exc:
-            raise NetworkError(
-                f"TLS with {where} failed: {_reason(exc)}", error_type="tls"
-            ) from None
+            reason = _reason(exc)
+            if "WRONG_VERSION_NUMBER" in reason:  # OpenSSL's words for an answer in plain HTTP
+                reason = (
+                    "the server does not speak TLS there "
+                    "(a plain-HTTP server, such as wsconn local: use ws://)"
+                )
+            raise NetworkError(f"TLS with {where} failed: {reason}", error_type="tls") from None
         except aiohttp.ClientProxyConnectionError as exc:
             raise NetworkError(
                 f"cannot reach the proxy: {_reason(exc)}", error_type="proxy"
