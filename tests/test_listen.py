@@ -388,6 +388,14 @@ def test_wss_to_a_plain_gateway_says_it_does_not_speak_tls(gw: GatewayThread) ->
     assert "_ssl.c" not in err
 
 
+def test_a_502_handshake_names_the_connect_integration_as_the_cause() -> None:
+    # API Gateway (and wsconn local) answer 502 when $connect's function raised or timed out.
+    with scripted(Step(502, body=b"")) as server:
+        code, _, err = listen(server.endpoint.replace("http", "ws"), "--timeout", "5")
+    assert code == 10, err
+    assert "refused: 502 Bad Gateway; $connect's integration failed" in err
+
+
 def test_connection_refused_exits_7() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

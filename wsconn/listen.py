@@ -568,6 +568,11 @@ class _Session:
             )
             return Forbidden(message + hint, http_status=status, error_type=error_type)
         if 500 <= status <= 599:
+            if status == 502:  # API Gateway's answer when the $connect integration fails
+                message += (
+                    "; $connect's integration failed (its function raised, timed out or "
+                    "answered wrongly): see its logs"
+                )
             return ServerError(message, http_status=status, error_type=error_type)
         if status == 101:
             return ClientError(
