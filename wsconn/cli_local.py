@@ -13,7 +13,7 @@ import click
 
 from wsconn.cli_options import EXIT_EPILOG, Options, checked_region, streams_of
 from wsconn.errors import ConfigError, WsconnError
-from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION
+from wsconn.limits import IDLE_TIMEOUT, LOCAL_STAGE, MAX_DURATION
 
 
 def _status_list(_ctx: click.Context, _param: click.Parameter, text: str) -> tuple[int, ...]:
@@ -71,7 +71,12 @@ class LocalCommand(click.Command):
     help="0 = any free port.",
 )
 @click.option(
-    "--stage", "local_stage", default="dev", show_default=True, metavar="NAME", help="Stage name."
+    "--stage",
+    "local_stage",
+    default=LOCAL_STAGE,
+    show_default=True,
+    metavar="NAME",
+    help="Stage name.",
 )
 @click.option(
     "--region",

@@ -15,6 +15,7 @@ DEFAULT_RETRIES = 3  # --retries
 DEFAULT_CONCURRENCY = 16  # -j with --ids
 MAX_PROCESSES = 64  # -P with --ids
 DEFAULT_INTERVAL = 2.0  # seconds between polls of `status --watch`
+LOCAL_STAGE = "dev"  # `wsconn local`'s stage when neither --stage nor a template names one
 
 
 def too_large(what: str, size: int | None = None) -> str:

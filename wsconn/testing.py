@@ -347,6 +347,7 @@ def _backend(options: dict[str, Any]) -> BackendOptions:
 def _config(credentials: LocalCredentials, options: dict[str, Any]) -> GatewayConfig:
     import os
 
+    from wsconn.limits import LOCAL_STAGE
     from wsconn.local.flags import load_app
     from wsconn.local.gateway import GatewayConfig
 
@@ -378,7 +379,7 @@ def _config(credentials: LocalCredentials, options: dict[str, Any]) -> GatewayCo
     return GatewayConfig(
         port=0,
         region=region,
-        stage=stage or loaded.stage or "dev",
+        stage=stage or loaded.stage or LOCAL_STAGE,
         credentials=credentials,
         credential_source="wsconn_local",
         auth=not gateway.pop("no_auth", False),

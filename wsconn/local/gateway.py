@@ -62,7 +62,7 @@ from urllib.parse import unquote
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
-from wsconn.limits import IDLE_TIMEOUT, MAX_DURATION, MAX_PAYLOAD
+from wsconn.limits import IDLE_TIMEOUT, LOCAL_STAGE, MAX_DURATION, MAX_PAYLOAD
 from wsconn.local import routes, sigv4
 from wsconn.local.app import LOCAL_ACCOUNT, LOCAL_API_ID, App
 from wsconn.local.callbacks import domain_name
@@ -115,7 +115,7 @@ class GatewayConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080  # 0 = pick a free port
-    stage: str = "dev"
+    stage: str = LOCAL_STAGE
     region: str = "us-east-1"
     idle_timeout: float = IDLE_TIMEOUT  # seconds
     max_duration: float = MAX_DURATION  # seconds

@@ -23,6 +23,7 @@ import aiohttp
 import click
 
 from wsconn.errors import ConfigError, ExitCode, InternalError, UsageError
+from wsconn.limits import LOCAL_STAGE
 from wsconn.local.console import DemoPrinter, EventPrinter
 from wsconn.local.credentials import (
     GENERATED_SOURCE,
@@ -36,8 +37,6 @@ from wsconn.render import printf_escape
 
 if TYPE_CHECKING:
     from wsconn.local.template import TemplateApp
-
-DEFAULT_STAGE = "dev"
 
 
 def run_local(
@@ -77,7 +76,7 @@ def run_local(
         backend, region=region, stage=stage, shell_env=dict(os.environ), python=python
     )
     app, template = loaded.app, loaded.template
-    stage = stage or loaded.stage or DEFAULT_STAGE
+    stage = stage or loaded.stage or LOCAL_STAGE
     if list_routes:
         _print_routes(loaded, stage, as_json=list_json)
         return
