@@ -539,8 +539,9 @@ class _Session:
             raise NetworkError(
                 f"no WebSocket connection to {where} within {wait:g}s", error_type="timeout"
             ) from None
-        except aiohttp.InvalidURL as exc:
-            raise UsageError(f"URL {self.handshake.url.url!r} is not valid: {exc}") from None
+        except aiohttp.InvalidURL:
+            # Not aiohttp's text: it is the request URL, presigned (token, signature) with --presign.
+            raise UsageError(f"URL {self.handshake.url.url!r} is not valid") from None
 
     def _refused(self, exc: aiohttp.WSServerHandshakeError) -> WsconnError:
         """A handshake answered with a status other than 101, mapped as the other commands map it."""
