@@ -407,6 +407,41 @@ def test_a_leaking_handler_is_stopped_at_its_memory_size(tmp_path: Path) -> None
     run(scenario())
 
 
+def test_memory_size_flag_gives_flag_functions_room_lambda_would(tmp_path: Path) -> None:
+    from wsconn.local.flags import app_from_flags
+
+    code_dir = code(
+        tmp_path,
+        """
+        def handler(event, context):
+            hoard = b"x" * (200 * 1024 * 1024)  # written, so every page is resident
+            return len(hoard) // (1024 * 1024)
+        """,
+    )
+
+    def function(**flags: Any) -> Function:
+        found = (
+            app_from_flags(handler="app:handler", code_dir=str(code_dir), **flags)
+            .routes["$default"]
+            .function
+        )
+        assert found is not None
+        return found
+
+    small, roomy = function(), function(memory_size=512)
+    assert (small.memory_mb, roomy.memory_mb) == (128, 512)
+
+    async def scenario() -> None:
+        async with backends() as (live, _):
+            refused = await live.invoke(small, {}, label="r")
+            assert refused.error and refused.error.startswith("Runtime.OutOfMemory")
+            assert ok(await live.invoke(roomy, {}, label="r")) == 200
+
+    run(scenario())
+    with pytest.raises(ConfigError, match="128 to 10240 MB"):
+        function(memory_size=64)
+
+
 def test_concurrent_invocations_run_in_parallel_workers(tmp_path: Path) -> None:
     # The first invocation waits for a file that only the second one creates: run one at a time,
     # they would deadlock until the timeout.

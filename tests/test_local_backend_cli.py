@@ -49,6 +49,7 @@ def event_reader(stream: IO[bytes]) -> queue.Queue[dict[str, object]]:
         (["--identity-source", "route.request.header.Auth"], "needs --authorizer"),
         (["--authorizer", "app:handler", "--connect-auth", "iam"], "one authorization type"),
         (["--handler", "app:handler", "--handler-timeout", "0"], "more than 0"),
+        (["--handler", "app:handler", "--memory-size", "64"], "128 to 10240 MB"),
         (["--handler", "app:handler", "--python", "/no/such/python"], "/no/such/python"),
     ],
 )

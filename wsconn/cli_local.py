@@ -225,6 +225,13 @@ class LocalCommand(click.Command):
     help="How long an invocation may run (API Gateway's integration limit is 29 s).",
 )
 @click.option(
+    "--memory-size",
+    type=int,
+    metavar="MB",
+    help="Memory of the --handler/--route functions, enforced as Lambda does [default: 128, "
+    "Lambda's]; a template's functions keep their MemorySize.",
+)
+@click.option(
     "--python",
     "python_path",
     metavar="PATH",
@@ -315,6 +322,7 @@ def local(
     env_pairs: tuple[str, ...],
     env_files: tuple[str, ...],
     handler_timeout: float,
+    memory_size: int | None,
     python_path: str | None,
     authorizer: str | None,
     identity_source: str | None,
@@ -390,6 +398,7 @@ def local(
             env=env_pairs,
             env_file=env_files,
             handler_timeout=given("handler_timeout"),
+            memory_size=memory_size,
             authorizer=authorizer,
             identity_source=identity_source,
             connect_auth=given("connect_auth"),

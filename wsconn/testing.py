@@ -46,6 +46,7 @@ _APP_OPTIONS = {
     "env",
     "env_file",
     "handler_timeout",
+    "memory_size",
     "authorizer",
     "identity_source",
     "connect_auth",

@@ -18,6 +18,10 @@ LOCAL_API_ID = "local"
 LOCAL_ACCOUNT = "123456789012"
 # API Gateway's integration timeout (seconds): the default and the ceiling of a handler's time.
 DEFAULT_HANDLER_TIMEOUT = 29.0
+# Lambda's memory sizes (MB): its default, and the range a function may be given.
+DEFAULT_MEMORY_MB = 128
+MIN_MEMORY_MB = 128
+MAX_MEMORY_MB = 10240
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Function:
     code_dir: Path = Path(".")
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float = DEFAULT_HANDLER_TIMEOUT
-    memory_mb: int = 128
+    memory_mb: int = DEFAULT_MEMORY_MB
     # The Lambda runtime named by a template (e.g. "python3.12", "nodejs20.x"); None from flags.
     runtime: str | None = None
     # The interpreter for a Python target when not the run's --python (a template function whose

@@ -16,7 +16,10 @@ from wsconn.errors import ConfigError
 from wsconn.local import routes
 from wsconn.local.app import (
     DEFAULT_HANDLER_TIMEOUT,
+    DEFAULT_MEMORY_MB,
     DEFAULT_ROUTE_SELECTION,
+    MAX_MEMORY_MB,
+    MIN_MEMORY_MB,
     App,
     Authorizer,
     Function,
@@ -69,6 +72,7 @@ def app_from_flags(
     env: Sequence[str] = (),
     env_file: Sequence[str] = (),
     handler_timeout: float = DEFAULT_HANDLER_TIMEOUT,
+    memory_size: int = DEFAULT_MEMORY_MB,
     authorizer: str | None = None,
     identity_source: str | None = None,
     connect_auth: str = "none",
@@ -85,6 +89,10 @@ def app_from_flags(
         raise ConfigError(f"--route-selection {exc}") from None
     if handler_timeout <= 0:
         raise ConfigError(f"--handler-timeout {handler_timeout:g}: must be more than 0 seconds")
+    if not MIN_MEMORY_MB <= memory_size <= MAX_MEMORY_MB:
+        raise ConfigError(
+            f"--memory-size {memory_size}: Lambda allows {MIN_MEMORY_MB} to {MAX_MEMORY_MB} MB"
+        )
     variables = parse_env(env, env_file)
     functions: dict[str, Function] = {}
 
@@ -98,6 +106,7 @@ def app_from_flags(
                 code_dir=directory,
                 env=dict(variables),
                 timeout=handler_timeout,
+                memory_mb=memory_size,
             )
         return functions[text]
 
@@ -176,6 +185,7 @@ class BackendOptions:
     env: Sequence[str] = ()
     env_file: Sequence[str] = ()
     handler_timeout: float | None = None
+    memory_size: int | None = None
     authorizer: str | None = None
     identity_source: str | None = None
     connect_auth: str | None = None
@@ -234,6 +244,7 @@ def load_app(
         handler_timeout=(
             DEFAULT_HANDLER_TIMEOUT if options.handler_timeout is None else options.handler_timeout
         ),
+        memory_size=DEFAULT_MEMORY_MB if options.memory_size is None else options.memory_size,
         authorizer=options.authorizer,
         identity_source=options.identity_source,
         connect_auth=options.connect_auth or "none",
